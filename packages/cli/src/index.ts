@@ -1,0 +1,2 @@
+// @vmesh/cli: The vmesh command line and interactive shell
+export {}

@@ -1,0 +1,2 @@
+// @vmesh/placement: Cost function and election of clone placement with reservations
+export {}

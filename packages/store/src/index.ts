@@ -1,0 +1,2 @@
+// @vmesh/store: Content-addressed chunk store and snapshot manifests
+export {}

@@ -1,0 +1,2 @@
+// @vmesh/swarm: Peer-to-peer multicast transfer of manifests' chunks
+export {}
