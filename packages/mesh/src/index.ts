@@ -1,2 +1,20 @@
-// @vmesh/mesh: libp2p node, SWIM membership and the gossiped cluster view
-export {}
+// @vmesh/mesh: the libp2p node, SWIM membership with Lifeguard suspicion, and the gossiped view.
+export { createMeshNode, createClientNode, DEFAULT_PORT } from './node.js'
+export type { MeshNode, MeshNodeOptions, MeshServices } from './node.js'
+export { meshConfig, lanConfig } from './config.js'
+export type { MeshConfig } from './config.js'
+export { generateClusterKey, parseClusterKey, loadClusterKey } from './cluster-key.js'
+export { loadOrCreateIdentity } from './identity.js'
+export { loadIncarnation, saveIncarnation } from './incarnation.js'
+export { Membership, ADVERT_TOPIC, MEMBER_TOPIC, MESH_TOPICS, SYNC_PROTOCOL, PROBE_PROTOCOL, toMemberState } from './membership.js'
+export type { MembershipOptions, AdvertExtras } from './membership.js'
+export { ClusterView } from './view.js'
+export type { MemberEntry, StatusChange } from './view.js'
+export type { MemberStatus, Claim } from './claims.js'
+export { supersedes } from './claims.js'
+export { suspicionTimeoutMs, suspicionMinMs, Suspicion } from './suspicion.js'
+export { ResourceSampler, parseMeminfo, parseLoadavg, parseDiskstats, ioUtilisation } from './resources.js'
+export type { Resources } from './resources.js'
+export { Counters } from './counters.js'
+export { signAdvert, verifyAdvert, AdvertError, advertLimits } from './advert.js'
+export { peerIdFromBytes, peerIdToBytes } from './peer-ids.js'

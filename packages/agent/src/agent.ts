@@ -1,0 +1,139 @@
+// The vmesh agent: one per host. Wires the mesh, membership and the control API together and
+// keeps its state (identity, incarnation) in the data directory.
+import { mkdir, readFile } from 'node:fs/promises'
+import { hostname } from 'node:os'
+import { join } from 'node:path'
+import { createMeshNode, loadClusterKey, loadIncarnation, loadOrCreateIdentity, Membership, meshConfig, MESH_TOPICS, ResourceSampler, DEFAULT_PORT } from '@vmesh/mesh'
+import type { MeshConfig, MeshNode } from '@vmesh/mesh'
+import { CONTROL_SOCKET } from './control-protocol.js'
+import { ControlServer } from './control-server.js'
+import { controlHandlers } from './control-handlers.js'
+import { Logger } from './logger.js'
+import type { LogLevel } from './logger.js'
+
+export const AGENT_VERSION = '0.1.0'
+
+export interface AgentOptions {
+  dataDir: string
+  clusterKeyPath: string
+  /** Multiaddrs to listen on; default TCP port 7946 on all interfaces. */
+  listen?: string[]
+  bootstrap?: string[]
+  name?: string
+  logLevel?: LogLevel
+  mesh?: Partial<MeshConfig>
+  /** Accelerator QEMU can use here, for the advert. */
+  accel?: () => string
+}
+
+export const defaultListen = [`/ip4/0.0.0.0/tcp/${DEFAULT_PORT}`]
+
+export class Agent {
+  readonly log: Logger
+  readonly startedAt = Date.now()
+  node!: MeshNode
+  membership!: Membership
+  private control!: ControlServer
+  private stopping: Promise<void> | undefined
+
+  constructor (readonly opts: AgentOptions) {
+    this.log = new Logger(opts.logLevel ?? 'info')
+  }
+
+  get socketPath (): string {
+    return join(this.opts.dataDir, CONTROL_SOCKET)
+  }
+
+  async start (): Promise<void> {
+    const { dataDir } = this.opts
+    await mkdir(dataDir, { recursive: true, mode: 0o700 })
+    const clusterKey = await loadClusterKey(this.opts.clusterKeyPath)
+    const privateKey = await loadOrCreateIdentity(dataDir)
+    const config = meshConfig(this.opts.mesh)
+    const name = validName(this.opts.name ?? hostname())
+    this.node = await createMeshNode({
+      privateKey,
+      clusterKey,
+      listen: this.opts.listen ?? defaultListen,
+      topics: MESH_TOPICS,
+      maxMessageBytes: config.maxMessageBytes
+    })
+    const incarnation = (await loadIncarnation(dataDir)) + 1
+    this.membership = new Membership({
+      node: this.node,
+      privateKey,
+      name,
+      dataDir,
+      config,
+      incarnation,
+      agentVersion: AGENT_VERSION,
+      resources: new ResourceSampler(dataDir, this.opts.accel ?? (() => 'tcg')),
+      log: (level, msg) => { this.log.log(level, msg) }
+    })
+    this.control = new ControlServer(controlHandlers(this), this.membership.counters, this.log)
+    try {
+      await this.control.listenUnix(this.socketPath)
+    } catch (err) {
+      await this.node.stop()
+      throw err
+    }
+    await this.control.serveLibp2p(this.node)
+    await this.membership.start()
+    const addrs = this.node.getMultiaddrs().map((a) => a.toString())
+    this.log.info(`agent ${name} ${this.node.peerId.toString()} incarnation ${incarnation} listening on ${addrs.join(' ')}`)
+    const bootstrap = this.opts.bootstrap ?? []
+    if (bootstrap.length > 0) {
+      const joined = await this.membership.join(bootstrap)
+      if (joined === 0) this.log.warn('no bootstrap address answered; running alone until a peer dials in')
+    }
+  }
+
+  /** Graceful stop: announce "left", close the control socket, stop libp2p. */
+  async stop ({ leave = true }: { leave?: boolean } = {}): Promise<void> {
+    this.stopping ??= (async () => {
+      if (leave) await this.membership.leave().catch(() => {})
+      else this.membership.stop()
+      await this.control.close(this.socketPath)
+      await this.node.stop()
+      this.log.info('agent stopped')
+    })()
+    await this.stopping
+  }
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
+
+export function validName (name: string): string {
+  if (!NAME_RE.test(name)) throw new Error(`host name "${name}" is not valid: use 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit`)
+  return name
+}
+
+/** Reads a config file: JSON with the same keys as the flags (dataDir, listen, bootstrap, ...). */
+export async function readAgentConfigFile (path: string): Promise<Partial<AgentOptions>> {
+  const text = await readFile(path, 'utf8').catch((err: Error) => { throw new Error(`cannot read config file ${path}: ${err.message}`) })
+  if (text.length > 64 * 1024) throw new Error(`config file ${path} is larger than 64 KiB`)
+  let raw: unknown
+  try { raw = JSON.parse(text) } catch (err) { throw new Error(`config file ${path} is not valid JSON: ${(err as Error).message}`) }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`config file ${path} must hold a JSON object`)
+  const o = raw as Record<string, unknown>
+  const out: Partial<AgentOptions> = {}
+  const str = (k: string): string | undefined => {
+    if (o[k] === undefined) return undefined
+    if (typeof o[k] !== 'string') throw new Error(`config file ${path}: "${k}" must be a string`)
+    return o[k]
+  }
+  const strs = (k: string): string[] | undefined => {
+    if (o[k] === undefined) return undefined
+    if (!Array.isArray(o[k]) || !(o[k] as unknown[]).every((x) => typeof x === 'string')) throw new Error(`config file ${path}: "${k}" must be an array of strings`)
+    return o[k] as string[]
+  }
+  const known = new Set(['dataDir', 'clusterKey', 'listen', 'bootstrap', 'name', 'logLevel'])
+  for (const k of Object.keys(o)) if (!known.has(k)) throw new Error(`config file ${path}: unknown key "${k}" (known: ${[...known].join(', ')})`)
+  const dataDir = str('dataDir'); if (dataDir !== undefined) out.dataDir = dataDir
+  const key = str('clusterKey'); if (key !== undefined) out.clusterKeyPath = key
+  const listen = strs('listen'); if (listen !== undefined) out.listen = listen
+  const bootstrap = strs('bootstrap'); if (bootstrap !== undefined) out.bootstrap = bootstrap
+  const name = str('name'); if (name !== undefined) out.name = name
+  const level = str('logLevel'); if (level !== undefined) out.logLevel = level as LogLevel
+  return out
+}

@@ -1,0 +1,126 @@
+// The `vmesh` command line: parses arguments, runs one command, returns an exit code.
+import { parseArgs } from 'node:util'
+import { Agent, readAgentConfigFile, isLogLevel, AgentError } from '@vmesh/agent'
+import type { AgentOptions } from '@vmesh/agent'
+import { generateClusterKey, DEFAULT_PORT } from '@vmesh/mesh'
+import { clientFor, defaultDataDir, targetOptionSpec } from './options.js'
+import { membersCommand, statsCommand } from './commands.js'
+import { Shell } from './shell.js'
+
+const USAGE = `vmesh: a masterless pool of virtual machines across a rack of Linux hosts
+
+Usage:
+  vmesh keygen                               print a new cluster key (save it, copy it to every host)
+  vmesh agent --cluster-key FILE [options]   run the agent on this host
+      --data-dir DIR        state, identity and control socket (default ${defaultDataDir()})
+      --listen MULTIADDR    repeatable (default /ip4/0.0.0.0/tcp/${DEFAULT_PORT})
+      --bootstrap MULTIADDR repeatable: any member's address
+      --name NAME           host name in the cluster (default: hostname)
+      --log-level LEVEL     debug, info, warn, error (default info)
+      --config FILE         JSON with the same settings (dataDir, clusterKey, listen, bootstrap, name, logLevel)
+  vmesh members [--json] [--status S]        every host: status, load, memory, disk, I/O, VMs
+  vmesh stats [--json]                       the agent's counters (rejected input, probes)
+  vmesh shell                                interactive shell with live "watch"
+
+Every command but keygen and agent talks to an agent: the local one (--data-dir DIR) or any
+member (--peer MULTIADDR --cluster-key FILE). VMESH_DATA_DIR and VMESH_CLUSTER_KEY set defaults.
+`
+
+export async function main (argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  try {
+    switch (command) {
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE)
+        return command === undefined ? 2 : 0
+      case 'keygen':
+        process.stdout.write(generateClusterKey())
+        return 0
+      case 'agent':
+        return await agentCommand(rest)
+      case 'members': {
+        const { values } = parseArgs({ args: rest, options: { ...targetOptionSpec, json: { type: 'boolean' }, status: { type: 'string' } }, strict: true })
+        return await withClient(values, async (c) => await membersCommand(c, { json: values.json, status: values.status, color: process.stdout.isTTY }))
+      }
+      case 'stats': {
+        const { values } = parseArgs({ args: rest, options: { ...targetOptionSpec, json: { type: 'boolean' } }, strict: true })
+        return await withClient(values, async (c) => await statsCommand(c, { json: values.json }))
+      }
+      case 'shell': {
+        const { values } = parseArgs({ args: rest, options: targetOptionSpec, strict: true })
+        const client = await clientFor(values)
+        try {
+          await client.call({ members: {} })
+          await new Shell(client).run()
+        } finally {
+          await client.close()
+        }
+        return 0
+      }
+      default:
+        process.stderr.write(`vmesh: unknown command "${command}"; run "vmesh help"\n`)
+        return 2
+    }
+  } catch (err) {
+    const e = err as Error & { code?: string }
+    if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+      process.stderr.write(`vmesh ${command ?? ''}: ${e.message}; run "vmesh help"\n`)
+      return 2
+    }
+    process.stderr.write(`vmesh: ${e instanceof AgentError ? `the agent says: ${e.message}` : e.message}\n`)
+    return 1
+  }
+}
+
+async function withClient (o: Parameters<typeof clientFor>[0], fn: (c: Awaited<ReturnType<typeof clientFor>>) => Promise<string>): Promise<number> {
+  const client = await clientFor(o)
+  try {
+    process.stdout.write((await fn(client)) + '\n')
+    return 0
+  } finally {
+    await client.close()
+  }
+}
+
+async function agentCommand (args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      'data-dir': { type: 'string' },
+      listen: { type: 'string', multiple: true },
+      bootstrap: { type: 'string', multiple: true },
+      'cluster-key': { type: 'string' },
+      name: { type: 'string' },
+      'log-level': { type: 'string' },
+      config: { type: 'string' }
+    },
+    strict: true
+  })
+  const fromFile = values.config !== undefined ? await readAgentConfigFile(values.config) : {}
+  const level = values['log-level'] ?? fromFile.logLevel ?? 'info'
+  if (!isLogLevel(level)) throw new Error(`--log-level ${level}: use debug, info, warn or error`)
+  const clusterKeyPath = values['cluster-key'] ?? fromFile.clusterKeyPath
+  if (clusterKeyPath === undefined) throw new Error('vmesh agent needs --cluster-key FILE (make one with "vmesh keygen > cluster.key" and copy it to every host)')
+  const opts: AgentOptions = {
+    dataDir: values['data-dir'] ?? fromFile.dataDir ?? defaultDataDir(),
+    clusterKeyPath,
+    listen: values.listen ?? fromFile.listen,
+    bootstrap: values.bootstrap ?? fromFile.bootstrap ?? [],
+    name: values.name ?? fromFile.name,
+    logLevel: level
+  }
+  const agent = new Agent(opts)
+  await agent.start()
+  await new Promise<void>((resolve) => {
+    const shutdown = (signal: string): void => {
+      agent.log.info(`${signal}: leaving the cluster`)
+      agent.stop().then(resolve, (err: Error) => { agent.log.error(`stop failed: ${err.message}`); resolve() })
+    }
+    process.once('SIGTERM', () => shutdown('SIGTERM'))
+    process.once('SIGINT', () => shutdown('SIGINT'))
+  })
+  return 0
+}

@@ -1,0 +1,69 @@
+// Builds the libp2p node every agent (and a CLI attaching with --peer) runs: TCP, a pre-shared-key
+// private network, Noise, Yamux, identify, ping and gossipsub with StrictSign.
+import { createLibp2p } from 'libp2p'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
+import { gossipsub } from '@libp2p/gossipsub'
+import type { GossipSub } from '@libp2p/gossipsub'
+import type { Ping } from '@libp2p/ping'
+import type { Identify } from '@libp2p/identify'
+
+export const DEFAULT_PORT = 7946
+
+export type MeshServices = { pubsub: GossipSub, ping: Ping, identify: Identify }
+export type MeshNode = Libp2p<MeshServices>
+
+export interface MeshNodeOptions {
+  privateKey: PrivateKey
+  clusterKey: Uint8Array
+  /** Multiaddrs to listen on; empty for a client that only dials (the CLI's --peer). */
+  listen: string[]
+  /** Gossipsub topics this node may carry (others are dropped unread). */
+  topics: string[]
+  maxMessageBytes: number
+}
+
+export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> {
+  return await createLibp2p({
+    privateKey: opts.privateKey,
+    addresses: { listen: opts.listen },
+    transports: [tcp()],
+    connectionProtector: preSharedKey({ psk: opts.clusterKey, timeout: 5000 }),
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionManager: { maxConnections: 1024 },
+    services: {
+      identify: identify(),
+      ping: ping({ timeout: 5000, maxInboundStreams: 64, maxOutboundStreams: 64 }),
+      pubsub: gossipsub({
+        globalSignaturePolicy: 'StrictSign',
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        // Membership is small and latency matters more than bandwidth: flood our own messages.
+        floodPublish: true,
+        allowedTopics: opts.topics,
+        maxInboundDataLength: opts.maxMessageBytes,
+        heartbeatInterval: 500
+      } as Parameters<typeof gossipsub>[0])
+    }
+  }) as MeshNode
+}
+
+/**
+ * A node that only dials: what `vmesh ... --peer` runs to reach an agent's control protocol.
+ * Same private network and encryption as an agent, an ephemeral identity, no gossip.
+ */
+export async function createClientNode (clusterKey: Uint8Array): Promise<Libp2p> {
+  return await createLibp2p({
+    addresses: { listen: [] },
+    transports: [tcp()],
+    connectionProtector: preSharedKey({ psk: clusterKey, timeout: 5000 }),
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()]
+  })
+}
