@@ -143,7 +143,7 @@ function toPb (m: Manifest): vmesh.v1.Manifest {
     if (zeros > 0) chunks.push(pb.ChunkRef.create({ zeroChunks: zeros }))
     return pb.Layer.create({ kind: KIND_TO_PB[l.kind] as vmesh.v1.LayerKind, size: l.size, hash: hashToBytes(l.hash), chunks, name: l.name })
   })
-  return pb.Manifest.create({ version: m.version, name: m.name, createdAtMs: m.createdAtMs, chunkSize: m.chunkSize, layers })
+  return pb.Manifest.create({ version: m.version, name: m.name, createdAtMs: m.createdAtMs, chunkSize: m.chunkSize, layers, layerCount: layers.length })
 }
 
 /** The canonical encoding (validated first). Its SHA-256 is the manifest's id. */
@@ -172,6 +172,7 @@ export function decodeManifest (bytes: Uint8Array): Manifest {
     fail(`chunk size ${chunkSize} must be a power of two from ${MIN_CHUNK_SIZE} to ${MAX_CHUNK_SIZE}`)
   }
   if (msg.layers.length > MAX_LAYERS) fail(`has ${msg.layers.length} layers, at most ${MAX_LAYERS} allowed`)
+  if (msg.layerCount !== msg.layers.length) fail(`says ${msg.layerCount} layers but holds ${msg.layers.length} (truncated?)`)
   let total = 0
   const layers: Layer[] = msg.layers.map((pl, li) => {
     const at = `layer ${li}`
