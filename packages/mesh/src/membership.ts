@@ -31,6 +31,8 @@ export const MESH_TOPICS = [ADVERT_TOPIC, MEMBER_TOPIC]
 const MAX_SYNC_BYTES = 8 * 1024 * 1024
 const PROBE_REQUEST_MAX_BYTES = 512
 const STREAM_TIMEOUT_MS = 5000
+/** How far ahead of a member's advertised incarnation a claim about it may be. */
+const MAX_INCARNATION_LEAD = 16
 
 export interface AdvertExtras {
   vms: vmesh.v1.VmSummary.$Properties[]
@@ -276,6 +278,12 @@ export class Membership {
     }
     const entry = this.view.get(subject)
     if (entry === undefined) return
+    // Only a member raises its own incarnation, and others hear it through its adverts; a claim
+    // far beyond what the member advertised is nonsense (or an attack that would force refutes).
+    if (claim.incarnation > entry.advert.incarnation + MAX_INCARNATION_LEAD) {
+      this.counters.inc('rejected.member_event.absurd_incarnation')
+      return
+    }
     if (claim.status === 'suspect') {
       const existing = this.suspicions.get(subject)
       if (existing !== undefined && existing.incarnation === claim.incarnation) {
@@ -290,6 +298,10 @@ export class Membership {
 
   private refuteIfNeeded (claim: Claim): void {
     if (this.leaving || claim.status === 'alive' || claim.incarnation < this.incarnation) return
+    if (claim.incarnation > this.incarnation + MAX_INCARNATION_LEAD) {
+      this.counters.inc('rejected.member_event.absurd_incarnation')
+      return
+    }
     this.incarnation = claim.incarnation + 1
     this.awareness.apply(1)
     this.log('warn', `refuting "${claim.status}" about this agent: incarnation now ${this.incarnation}`)
