@@ -36,6 +36,7 @@ export interface ChunkStoreStats {
 }
 
 interface PendingChunk { hash: Hash, bytes: Uint8Array }
+interface WrittenChunk { hash: Hash, size: number }
 
 const CHUNK_FILE_RE = /^[0-9a-f]{62}$/
 const PREFIX_RE = /^[0-9a-f]{2}$/
@@ -221,6 +222,24 @@ export class ChunkStore {
 
   /** Write chunks (already reserved) durably; index them once their directory is fsynced. */
   async writeBatchDurably (chunks: PendingChunk[]): Promise<void> {
+    await this.writeBatchFiles(chunks)
+    try {
+      await this.syncPrefixDirs(new Set(chunks.map((c) => c.hash.slice(0, 2))))
+    } catch (err) {
+      this.unreserve(chunks.reduce((n, c) => n + c.bytes.byteLength, 0))
+      throw err
+    }
+    this.indexWritten(chunks.map((c) => ({ hash: c.hash, size: c.bytes.byteLength })))
+  }
+
+  /**
+   * Steps 1-3 of a durable write: each chunk's bytes into a temp file, fdatasync'd, then renamed
+   * to its final name. A chunk's name therefore never shows partial bytes. The renames are not yet
+   * durable (a crash may drop them, never expose them half-written) and the chunks not yet indexed:
+   * finish with syncPrefixDirs and indexWritten (which turns the quota reservation into stored
+   * bytes). On failure nothing partial is left at a final name and the reservation is released.
+   */
+  async writeBatchFiles (chunks: PendingChunk[]): Promise<void> {
     const reserved = chunks.reduce((n, c) => n + c.bytes.byteLength, 0)
     const temps: string[] = []
     try {
@@ -231,7 +250,7 @@ export class ChunkStore {
         const fd = await open(tmp, 'wx', 0o444)
         try {
           await fd.writeFile(c.bytes)
-          await fd.sync()
+          await fd.datasync()
         } finally {
           await fd.close()
         }
@@ -246,18 +265,25 @@ export class ChunkStore {
       // 3. rename into place: from here each file is complete at its final name
       await Promise.all(chunks.map(async (c, i) => await rename(temps[i] as string, this.pathOf(c.hash))))
       temps.length = 0
-      // 4. one fsync per touched directory makes the renames durable
-      await Promise.all([...new Set(chunks.map((c) => c.hash.slice(0, 2)))].map(async (p) => await fsyncDir(join(this.chunksDir, p))))
     } catch (err) {
       await Promise.all(temps.filter(Boolean).map(async (t) => await unlink(t).catch(() => {})))
       this.unreserve(reserved)
       throw err
     }
-    this.unreserve(reserved)
+  }
+
+  /** Step 4: one fsync per touched prefix directory makes the renames durable. */
+  async syncPrefixDirs (prefixes: Set<string>): Promise<void> {
+    await Promise.all([...prefixes].map(async (p) => await fsyncDir(join(this.chunksDir, p))))
+  }
+
+  /** Step 5: durable chunks become visible to has(), stats() and GC accounting. */
+  indexWritten (chunks: WrittenChunk[]): void {
+    this.unreserve(chunks.reduce((n, c) => n + c.size, 0))
     for (const c of chunks) {
       if (!this.index.has(c.hash)) {
-        this.index.set(c.hash, c.bytes.byteLength)
-        this.storedBytes += c.bytes.byteLength
+        this.index.set(c.hash, c.size)
+        this.storedBytes += c.size
       }
       this.touch(c.hash)
     }
@@ -336,12 +362,16 @@ export class ChunkHold {
 }
 
 /**
- * Writes chunks in durability batches: fsyncs of one batch overlap, and one batch is written
- * while the caller fills the next. add() throws QuotaExceededError before writing past the quota.
+ * Writes chunks in durability batches: the temp-file writes and fdatasyncs of one batch overlap,
+ * and one batch is written while the caller fills the next. The directory fsyncs that make the
+ * renames durable are done once per touched directory in flush(), which is when the chunks become
+ * visible to has(). add() throws QuotaExceededError before writing past the quota.
  */
 export class ChunkWriter {
   private batch: PendingChunk[] = []
   private readonly queued = new Set<Hash>()
+  /** renamed into place, waiting for flush() to fsync their directories and index them */
+  private written: WrittenChunk[] = []
   private inFlight: Promise<void> = Promise.resolve()
   private failure: unknown = undefined
   /** bytes newly stored by this writer */
@@ -373,23 +403,38 @@ export class ChunkWriter {
     const batch = this.batch
     this.batch = []
     if (batch.length === 0) return
-    this.inFlight = this.store.writeBatchDurably(batch).then(
-      () => { for (const c of batch) this.queued.delete(c.hash) },
+    this.inFlight = this.store.writeBatchFiles(batch).then(
+      () => { for (const c of batch) this.written.push({ hash: c.hash, size: c.bytes.byteLength }) },
       (err: unknown) => { this.failure = err }
     )
   }
 
-  /** Write what is queued; resolves when every added chunk is durable. */
+  /** Write what is queued; resolves when every added chunk is durable and visible. */
   async flush (): Promise<void> {
     await this.startBatch()
     await this.inFlight
     if (this.failure !== undefined) throw this.failure
+    const written = this.written
+    this.written = []
+    try {
+      await this.store.syncPrefixDirs(new Set(written.map((c) => c.hash.slice(0, 2))))
+    } catch (err) {
+      this.store.unreserve(written.reduce((n, c) => n + c.size, 0))
+      throw err
+    }
+    this.store.indexWritten(written)
+    for (const c of written) this.queued.delete(c.hash)
   }
 
-  /** Give back the quota of chunks queued but not written (after an error). */
+  /**
+   * After an error: give back the quota of chunks not made visible. Files already renamed into
+   * place are complete; the next open() indexes them and gc() removes them if unreferenced.
+   */
   async abort (): Promise<void> {
     await this.inFlight
     for (const c of this.batch) this.store.unreserve(c.bytes.byteLength)
+    for (const c of this.written) this.store.unreserve(c.size)
     this.batch = []
+    this.written = []
   }
 }
