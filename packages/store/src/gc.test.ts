@@ -65,6 +65,24 @@ describe('gc', () => {
     expect(store.stats().chunks).toBe(3)
   })
 
+  it('keeps chunks whose hold is released, or that are written, while a pass runs', async () => {
+    const { dir, store, manifests } = await setup()
+    const hold = store.hold()
+    const layer = await importFile(dir, store, 'x', randomBytes(3 * CS), hold)
+    const late = randomBytes(5000)
+    const pass = gc(store, manifests) // begins synchronously, then reads the manifest list
+    const saved = manifests.save(createManifest({ name: 'x', layers: [layer] }))
+    hold.release() // deferred: this pass may not have seen the manifest
+    await store.put(sha256(late), late)
+    expect((await pass).deletedChunks).toBe(0)
+    await saved
+    expect(store.stats().chunks).toBe(4)
+    // the next pass sees the saved manifest; the late chunk, unreferenced and unheld, goes
+    expect((await gc(store, manifests)).deletedChunks).toBe(1)
+    expect(store.has(sha256(late))).toBe(false)
+    for (const h of layer.chunks) expect(store.has(h as string)).toBe(true)
+  })
+
   it('deletes nothing when a manifest cannot be read', async () => {
     const { dir, store, manifests } = await setup()
     await importFile(dir, store, 'x', randomBytes(2 * CS))
