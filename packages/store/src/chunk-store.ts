@@ -427,14 +427,21 @@ export class ChunkWriter {
   }
 
   /**
-   * After an error: give back the quota of chunks not made visible. Files already renamed into
-   * place are complete; the next open() indexes them and gc() removes them if unreferenced.
+   * After an error: drop what is queued and give back its quota. Chunks already renamed into
+   * place are complete, so they are made durable and indexed (gc removes them if unreferenced);
+   * if even that fails, the next open() indexes them.
    */
   async abort (): Promise<void> {
     await this.inFlight
     for (const c of this.batch) this.store.unreserve(c.bytes.byteLength)
-    for (const c of this.written) this.store.unreserve(c.size)
     this.batch = []
+    const written = this.written
     this.written = []
+    try {
+      await this.store.syncPrefixDirs(new Set(written.map((c) => c.hash.slice(0, 2))))
+      this.store.indexWritten(written)
+    } catch {
+      for (const c of written) this.store.unreserve(c.size)
+    }
   }
 }

@@ -121,7 +121,10 @@ describe('importLayer / materializeLayer', () => {
     expect((err as QuotaExceededError).neededBytes).toBe(10 * CS)
     expect((err as QuotaExceededError).freeBytes).toBe(4 * CS)
     expect((err as Error).message).toMatch(/importing .*big as a layer needs 640\.0 KiB more, but only 256\.0 KiB of the 256\.0 KiB quota is free/)
+    // what was written before the failure is accounted for, within the quota
     expect(store.stats().bytes).toBeLessThanOrEqual(4 * CS)
+    expect(store.stats().bytes + store.stats().freeBytes).toBe(4 * CS)
+    expect((await ChunkStore.open({ dir: join(dir, 'store') })).stats().bytes).toBe(store.stats().bytes)
   })
 
   it('export stops at a corrupt chunk and leaves the target untouched', async () => {

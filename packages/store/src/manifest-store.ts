@@ -18,6 +18,8 @@ export class ManifestStore {
   static async open (opts: { dir: string }): Promise<ManifestStore> {
     const s = new ManifestStore(opts.dir)
     await mkdir(s.manifestsDir, { recursive: true })
+    // temp files of saves cut short by a crash (never visible under an id)
+    for (const n of await readdir(s.manifestsDir)) if (n.startsWith('.') && n.endsWith('.tmp')) await unlink(join(s.manifestsDir, n)).catch(() => {})
     return s
   }
 
