@@ -1,2 +1,14 @@
 // @vmesh/swarm: Peer-to-peer multicast transfer of manifests' chunks
-export {}
+
+// The bulk data plane: an authenticated AES-256-GCM channel over plain TCP, keyed through libp2p.
+export {
+  deriveBulkKeys, RecordSealer, RecordOpener, BulkProtocolError, RecordTooLargeError, RecordAuthError, TruncatedStreamError,
+  RECORD_HEADER_BYTES, RECORD_TAG_BYTES, RECORD_LIMIT_BYTES, BULK_KEY_BYTES, BULK_SECRET_BYTES, BULK_TICKET_BYTES
+} from './bulk-cipher.js'
+export type { BulkKeys, BulkKeyInput, OpenedRecord } from './bulk-cipher.js'
+export { BulkChannel, BulkChannelClosedError, dialBulkChannel, DEFAULT_BULK_OPTIONS, resolveBulkOptions, BULK_MAGIC, BULK_HELLO_BYTES } from './bulk-channel.js'
+export type { BulkChannelOptions, DialBulkOptions } from './bulk-channel.js'
+export { BulkListener } from './bulk-listener.js'
+export type { BulkListenerOptions, BulkListenerStats } from './bulk-listener.js'
+export { createBulkOffer, acceptBulkOffer, decodeBulkOffer, BULK_OFFER_VERSION, MAX_BULK_OFFER_BYTES } from './bulk-offer.js'
+export type { CreateBulkOfferOptions, AcceptBulkOfferOptions, BulkOfferHandle, DecodedBulkOffer } from './bulk-offer.js'
