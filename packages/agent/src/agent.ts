@@ -84,7 +84,7 @@ export class Agent {
     const bootstrap = this.opts.bootstrap ?? []
     if (bootstrap.length > 0) {
       const joined = await this.membership.join(bootstrap)
-      if (joined === 0) this.log.warn('no bootstrap address answered; running alone until a peer dials in')
+      if (joined === 0) this.log.warn('no bootstrap address answered; retrying in the background')
     }
   }
 

@@ -4,7 +4,7 @@ import type { ControlHandler } from './control-server.js'
 import { membersReply } from './members.js'
 
 /** How often a watch may redraw at most; bursts of gossip coalesce into one update. */
-const WATCH_MIN_INTERVAL_MS = 200
+const WATCH_MIN_INTERVAL_MS = 100
 /** A watch also refreshes on this period so the "age" column keeps moving. */
 const WATCH_REFRESH_MS = 1000
 

@@ -6,7 +6,11 @@ import type { MeshConfig } from './config.js'
 export interface ProbeTransport {
   /** Members that may be probed: alive or suspect, never ourselves. */
   candidates: () => string[]
-  ping: (id: string, timeoutMs: number) => Promise<boolean>
+  /**
+   * Pings a member directly. "refused" means its host answered that nothing listens there (a
+   * TCP reset): the agent is gone, and asking others to try again would only add load.
+   */
+  ping: (id: string, timeoutMs: number) => Promise<'ok' | 'refused' | 'timeout'>
   /** Asks `helper` to ping `target`; true on an ack, false on a nack, an error or a timeout. */
   pingVia: (helper: string, target: string, timeoutMs: number) => Promise<boolean>
   suspect: (id: string) => void
@@ -61,11 +65,12 @@ export class FailureDetector {
     this.inFlight.add(target)
     try {
       const timeout = this.awareness.scale(this.config.probeTimeoutMs)
-      if (await this.transport.ping(target, timeout)) {
+      const direct = await this.transport.ping(target, timeout)
+      if (direct === 'ok') {
         this.awareness.apply(-1)
         return
       }
-      const helpers = shuffle(this.transport.candidates().filter((id) => id !== target)).slice(0, this.config.indirectProbes)
+      const helpers = direct === 'refused' ? [] : this.helpersFor(target)
       if (helpers.length > 0) {
         const acks = await Promise.all(helpers.map(async (h) => await this.transport.pingVia(h, target, timeout)))
         if (acks.some((a) => a)) {
@@ -79,6 +84,10 @@ export class FailureDetector {
     } finally {
       this.inFlight.delete(target)
     }
+  }
+
+  private helpersFor (target: string): string[] {
+    return shuffle(this.transport.candidates().filter((id) => id !== target)).slice(0, this.config.indirectProbes)
   }
 }
 

@@ -139,18 +139,42 @@ export class Membership {
     this.detector.start()
   }
 
-  /** Dials bootstrap addresses; the push-pull sync on each connection brings in the whole view. */
+  /**
+   * Dials bootstrap addresses; the push-pull sync on each connection brings in the whole view.
+   * While this agent knows no other member it keeps retrying, with backoff, so agents can start
+   * in any order.
+   */
   async join (bootstrap: string[]): Promise<number> {
+    const joined = await this.dialBootstrap(bootstrap, 'warn')
+    this.advertiseSoon()
+    if (joined === 0 && bootstrap.length > 0) void this.retryBootstrap(bootstrap)
+    return joined
+  }
+
+  private async dialBootstrap (bootstrap: string[], level: 'debug' | 'warn'): Promise<number> {
     let joined = 0
     await Promise.all(bootstrap.map(async (addr) => {
       try {
         await this.opts.node.dial(multiaddr(addr), { signal: AbortSignal.timeout(STREAM_TIMEOUT_MS) })
         joined++
       } catch (err) {
-        this.log('warn', `cannot reach bootstrap ${addr}: ${(err as Error).message}`)
+        this.log(level, `cannot reach bootstrap ${addr}: ${(err as Error).message}`)
       }
     }))
     return joined
+  }
+
+  private async retryBootstrap (bootstrap: string[]): Promise<void> {
+    let delay = 500
+    while (!this.stopped && this.view.others('alive', 'suspect').length === 0) {
+      await new Promise((resolve) => setTimeout(resolve, delay).unref())
+      if (this.stopped || this.view.others('alive', 'suspect').length > 0) return
+      if (await this.dialBootstrap(bootstrap, 'debug') > 0) {
+        this.log('info', 'reached a bootstrap peer')
+        return
+      }
+      delay = Math.min(delay * 2, 30_000)
+    }
   }
 
   /** Publishes a new advert soon, coalescing bursts of changes (VMs starting, reservations). */
@@ -414,13 +438,12 @@ export class Membership {
     for (const entry of sync.entries) {
       if (entry.advert == null) { this.counters.inc('rejected.sync.entry'); continue }
       try {
-        const verified = await verifyAdvert(entry.advert)
-        const id = verified.peerId.toString()
-        if (id !== this.selfId) this.view.applyAdvert(verified)
+        const id = await this.mergeRelayedAdvert(entry.advert)
         const status = toStatus[entry.state ?? 0]
         const inc = entry.stateIncarnation ?? 0
         if (status !== undefined && status !== 'alive' && Number.isSafeInteger(inc)) {
-          // A relayed "left" is believed only at the incarnation the member itself advertised.
+          // The sync peer is an authenticated member: its claims count like gossiped ones, and
+          // claims about us are refuted.
           this.applyClaim(id, { status, incarnation: inc }, from.toString())
         }
       } catch {
@@ -429,16 +452,37 @@ export class Membership {
     }
   }
 
+  /**
+   * Merges an advert relayed in a sync. Signature checks cost ~1 ms each in JS, and a sync
+   * carries the whole view, so adverts we already hold (same incarnation and seq) are not
+   * verified again. Returns the member id.
+   */
+  private async mergeRelayedAdvert (signed: vmesh.v1.SignedAdvert.$Properties): Promise<string> {
+    const bytes = signed.advert
+    if (bytes != null && bytes.length > 0) {
+      const peek = pb.Advert.decode(bytes)
+      const id = peerIdFromBytes(peek.peerId).toString()
+      if (id === this.selfId) return id
+      const known = this.view.get(id)
+      if (known !== undefined && (peek.incarnation < known.advert.incarnation ||
+        (peek.incarnation === known.advert.incarnation && peek.seq <= known.advert.seq))) return id
+    }
+    const verified = await verifyAdvert(signed)
+    const id = verified.peerId.toString()
+    if (id !== this.selfId) this.view.applyAdvert(verified)
+    return id
+  }
+
   // --- probes --------------------------------------------------------------------------------
 
-  private async ping (id: string, timeoutMs: number): Promise<boolean> {
+  private async ping (id: string, timeoutMs: number): Promise<'ok' | 'refused' | 'timeout'> {
     const entry = this.view.get(id)
-    if (entry === undefined) return false
+    if (entry === undefined) return 'timeout'
     try {
       await this.opts.node.services.ping.ping(entry.peerId, { signal: AbortSignal.timeout(timeoutMs) })
-      return true
-    } catch {
-      return false
+      return 'ok'
+    } catch (err) {
+      return isConnectionRefused(err) ? 'refused' : 'timeout'
     }
   }
 
@@ -469,7 +513,7 @@ export class Membership {
       const req = pb.ProbeRequest.decode(frame)
       const target = peerIdFromBytes(req.target)
       const timeoutMs = Math.min(Math.max(req.timeoutMs, 50), 5000)
-      const ack = this.view.get(target.toString()) !== undefined && await this.ping(target.toString(), timeoutMs)
+      const ack = this.view.get(target.toString()) !== undefined && (await this.ping(target.toString(), timeoutMs)) === 'ok'
       await channel.send(pb.ProbeReply.encode({ ack }).finish())
       await channel.close()
     } catch (err) {
@@ -517,6 +561,14 @@ export class Membership {
   private log (level: 'debug' | 'info' | 'warn', msg: string): void {
     this.opts.log?.(level, msg)
   }
+}
+
+/** True if a dial failed because the remote host reset it: nothing listens on that port. */
+function isConnectionRefused (err: unknown, depth = 0): boolean {
+  if (err == null || typeof err !== 'object' || depth > 4) return false
+  const e = err as { code?: string, message?: string, errors?: unknown[], cause?: unknown }
+  if (e.code === 'ECONNREFUSED' || (e.message ?? '').includes('ECONNREFUSED')) return true
+  return (e.errors ?? []).some((x) => isConnectionRefused(x, depth + 1)) || isConnectionRefused(e.cause, depth + 1)
 }
 
 function short (id: string): string {

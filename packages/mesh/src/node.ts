@@ -36,7 +36,14 @@ export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> 
     connectionProtector: preSharedKey({ psk: opts.clusterKey, timeout: 5000 }),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    connectionManager: { maxConnections: 1024 },
+    connectionManager: {
+      maxConnections: 1024,
+      // libp2p rate-limits inbound connections per source IP (5/s by default); a rack restarting
+      // at once, or many agents on one test host, would be refused. The cluster key already
+      // keeps strangers out before any work is done.
+      inboundConnectionThreshold: 200,
+      maxIncomingPendingConnections: 128
+    },
     services: {
       identify: identify(),
       ping: ping({ timeout: 5000, maxInboundStreams: 64, maxOutboundStreams: 64 }),
@@ -48,7 +55,11 @@ export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> 
         floodPublish: true,
         allowedTopics: opts.topics,
         maxInboundDataLength: opts.maxMessageBytes,
-        heartbeatInterval: 500
+        heartbeatInterval: 500,
+        // Gossipsub's IP-colocation penalty (a Sybil defence) graylists every peer once more
+        // than 10 share an address: NAT'd racks and loopback test clusters would stop hearing
+        // each other. Membership is already gated by the cluster key, so it is off.
+        scoreParams: { IPColocationFactorWeight: 0 }
       } as Parameters<typeof gossipsub>[0])
     }
   }) as MeshNode
