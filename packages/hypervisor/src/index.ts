@@ -1,2 +1,17 @@
-// @vmesh/hypervisor: QEMU/KVM driver: QMP, overlays, live snapshot, restore, identity, hot-plug
-export {}
+// @vmesh/hypervisor: everything QEMU on one host: accelerator choice, QMP, qcow2 overlays, live
+// snapshot, restore of clones, identity, hot-plug, destroy, and the demo guest image.
+export { detectAccelerator, chooseAccelerator, probeAccelerator, parseCpuFlags } from './accelerator.js'
+export type { Accelerator, AcceleratorChoice, AcceleratorProbe } from './accelerator.js'
+export { VmDriver } from './vm-driver.js'
+export type { VmDriverOptions, CreateOptions, Snapshot, SnapshotLayer, LayerKind, RestoreOptions, RestoreResult, VmInfo, HotplugRequest } from './vm-driver.js'
+export { GuestChannel, parseHealth } from './guest-channel.js'
+export type { GuestHealth, RunResult } from './guest-channel.js'
+export { guestImage, defaultGuestDir } from './guest-image.js'
+export type { GuestImage } from './guest-image.js'
+export { QmpClient, QmpError } from './qmp-client.js'
+export type { QmpEvent } from './qmp-client.js'
+export { QemuImg } from './qemu-img.js'
+export { CounterWatch, counterValues, maxTickGap } from './console-watch.js'
+export type { CounterTick } from './console-watch.js'
+export { processMemory } from './qemu-process.js'
+export type { MachineSpec } from './machine-spec.js'

@@ -1,0 +1,685 @@
+// VmDriver: create, live snapshot, restore (clone), identity, hot-plug, destroy and list QEMU VMs
+// on this host. All state is under `dataDir` (see layout.ts) so a restarted agent picks it up.
+//
+// Live snapshot, in short: the running source is migrated (pre-copy, while it keeps running) into
+// a paused "relay" QEMU on this host whose RAM is memory-backend-file share=on, so the relay's RAM
+// ends up as plain memory files. At the switchover point the source is stopped for a moment; there
+// the disk is snapshotted (blockdev-snapshot onto a new overlay: the frozen layer is the snapshot's
+// disk delta, consistent with the memory), migration finishes and the source is resumed. The relay
+// then writes its device state only (x-ignore-shared) and exits. A clone maps the memory files
+// copy-on-write (share=off) and loads just the device state, so it starts in ~100 ms and clones on
+// one host share the unchanged pages.
+import { randomBytes, randomUUID } from 'node:crypto'
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Accelerator } from './accelerator.js'
+import { GuestChannel, type GuestHealth } from './guest-channel.js'
+import { guestImage, type GuestImage } from './guest-image.js'
+import { SnapshotLayout, VmLayout, vmsDir, checkVmName } from './layout.js'
+import { checkMac, MAIN_RAM_ID, randomMac, totalCpus, totalMemMiB, type DiskLayer, type MachineSpec, type RamBacking } from './machine-spec.js'
+import { FIRST_NIC_SLOT, pciAddr, qemuArgs, ramBlocks, shellQuote } from './qemu-args.js'
+import { QemuImg } from './qemu-img.js'
+import { isOurQemu, processMemory, startQemu, stopQemu } from './qemu-process.js'
+import { QmpClient, type QmpEvent } from './qmp-client.js'
+import { readState, writeState, type VmState } from './vm-state.js'
+
+export interface VmDriverOptions {
+  dataDir: string
+  /** Accelerator for new VMs; use detectAccelerator() to choose. Default tcg. */
+  accel?: Accelerator
+  qemuBinary?: string
+  qemuImgBinary?: string
+  log?: (line: string) => void
+  /** How long create() waits for the guest's control channel to answer. TCG boots in ~5 s here. */
+  bootTimeoutMs?: number
+  /** Migration downtime target for snapshots (QEMU's downtime-limit). */
+  downtimeLimitMs?: number
+}
+
+export interface CreateOptions {
+  name: string
+  /** Image file (used read-only as the base layer) or a full guest; default: the demo guest. */
+  image?: string | GuestImage
+  cpus?: number
+  memMiB?: number
+  /** Upper bounds for hot-plug. Defaults: max(4, 2*cpus) vCPUs, memMiB + 1024 MiB. */
+  maxCpus?: number
+  maxMemMiB?: number
+  hostname?: string
+  mac?: string
+  /** Wait for the vmesh guest's control channel (default true for the demo guest). */
+  waitReady?: boolean
+}
+
+export type LayerKind = 'disk-base' | 'disk-delta' | 'memory' | 'device-state' | 'boot'
+
+/** One plain file of a snapshot. The chunk store imports it as is; restore takes the same files back, at any path. */
+export interface SnapshotLayer {
+  kind: LayerKind
+  path: string
+  size: number
+  /** memory: RAM block id (pc.ram, mem-dimm0...); boot: kernel | initrd; disk layers: image format. */
+  id?: string
+  format?: string
+}
+
+export interface Snapshot {
+  version: 1
+  id: string
+  source: string
+  createdAt: string
+  accel: Accelerator
+  /** Bottom-up: disk-base, disk-delta..., then memory, device-state, boot. */
+  layers: SnapshotLayer[]
+  /** The source's virtual hardware at the snapshot (restore uses the layers' paths, not the ones in here). */
+  machine: MachineSpec
+  /** Source stopped, from QEMU's STOP to RESUME event timestamps. */
+  pauseMs: number
+  /** QEMU's own migration downtime figure. */
+  downtimeMs: number
+  /** Whole snapshot, request to layers on disk. */
+  totalMs: number
+  /** Pre-copy of RAM into the relay while the source ran. */
+  precopyMs: number
+}
+
+export interface RestoreOptions {
+  snapshot: Snapshot
+  name: string
+  hostname?: string
+  mac?: string
+}
+
+export interface RestoreResult {
+  vm: VmInfo
+  /** QEMU start to guest running again (memory mapped, device state loaded). */
+  restoreMs: number
+  /** New NIC, old NIC removed, hostname set in the guest. */
+  identityMs: number
+}
+
+export interface VmInfo {
+  name: string
+  hostname: string
+  state: 'running' | 'stopped'
+  pid: number
+  accel: Accelerator
+  source?: string
+  cpus: number
+  memMiB: number
+  mac?: string
+  dir: string
+  console: string
+}
+
+export interface HotplugRequest {
+  /** Total vCPUs wanted (only growth is supported). */
+  cpus?: number
+  /** Total memory wanted in MiB; the growth must be a multiple of 128 MiB (a Linux memory block). */
+  memMiB?: number
+}
+
+const MEM_BLOCK_MIB = 128
+
+export class VmDriver {
+  readonly dataDir: string
+  readonly accel: Accelerator
+  private readonly qemu: string
+  private readonly img: QemuImg
+  private readonly log: (line: string) => void
+  private readonly qmps = new Map<string, QmpClient>()
+
+  constructor(private readonly opts: VmDriverOptions) {
+    this.dataDir = opts.dataDir
+    this.accel = opts.accel ?? 'tcg'
+    this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64'
+    this.img = new QemuImg(opts.qemuImgBinary)
+    this.log = opts.log ?? (() => {})
+  }
+
+  // ---- create -------------------------------------------------------------------------------
+
+  async create(o: CreateOptions): Promise<VmInfo> {
+    const layout = new VmLayout(this.dataDir, o.name)
+    const image = typeof o.image === 'string' ? { disk: o.image } : (o.image ?? (await guestImage({ log: this.log })))
+    const cpus = o.cpus ?? 1
+    const memMiB = o.memMiB ?? 256
+    if (!Number.isInteger(cpus) || cpus < 1 || cpus > 64) throw new Error(`cpus must be 1..64, got ${cpus}`)
+    if (!Number.isInteger(memMiB) || memMiB < 64 || memMiB % 2) throw new Error(`memMiB must be an even number >= 64, got ${memMiB}`)
+    const maxCpus = o.maxCpus ?? Math.max(4, 2 * cpus)
+    const maxMemMiB = o.maxMemMiB ?? memMiB + 1024
+    if (maxCpus < cpus) throw new Error(`maxCpus ${maxCpus} is below cpus ${cpus}`)
+    if (maxMemMiB < memMiB) throw new Error(`maxMemMiB ${maxMemMiB} is below memMiB ${memMiB}`)
+    await this.checkFile(image.disk, 'image')
+    if (image.kernel) await this.checkFile(image.kernel, 'kernel')
+    if (image.initrd) await this.checkFile(image.initrd, 'initrd')
+    const base = await this.img.info(image.disk)
+    if (base.format === 'qcow2') await this.img.check(image.disk)
+    if (await exists(layout.dir)) throw new Error(`a VM named "${o.name}" already exists here (${layout.dir}); destroy it first or pick another name`)
+
+    const spec: MachineSpec = {
+      machine: 'pc',
+      cpuModel: 'qemu64',
+      bootCpus: cpus,
+      maxCpus,
+      memMiB,
+      maxMemMiB,
+      slots: 8,
+      boot: { kernel: image.kernel, initrd: image.initrd, append: image.append },
+      diskLayers: [{ path: image.disk, format: base.format }],
+      diskSizeBytes: base.virtualSize,
+      nics: [{ id: 'nic0', mac: o.mac ? checkMac(o.mac) : randomMac(randomBytes), slot: FIRST_NIC_SLOT }],
+      hotCpus: [],
+      dimms: []
+    }
+    const state: VmState = {
+      version: 1,
+      name: o.name,
+      hostname: o.hostname ?? o.name,
+      accel: this.accel,
+      createdAt: new Date().toISOString(),
+      pid: 0,
+      vmgenid: randomUUID(),
+      generation: 0,
+      activeOverlay: layout.overlay(0),
+      spec
+    }
+    await mkdir(layout.dir, { recursive: true })
+    try {
+      await this.img.createOverlay(state.activeOverlay, image.disk, base.format, base.virtualSize)
+      await this.launch(layout, state, { kind: 'anonymous' }, false)
+      await writeState(layout.state, state)
+      const wait = o.waitReady ?? Boolean(image.kernel)
+      if (wait) {
+        await this.waitGuest(layout, this.opts.bootTimeoutMs ?? 180_000)
+        if (state.hostname !== 'vmesh-guest') await new GuestChannel(layout.controlSocket).setIdentity(o.name, state.hostname)
+      }
+      this.log(`vm ${o.name}: running (pid ${state.pid}, ${this.accel}, ${cpus} vCPU, ${memMiB} MiB)`)
+      return this.info(state, true)
+    } catch (err) {
+      await this.discard(layout, state.pid)
+      throw err
+    }
+  }
+
+  // ---- snapshot -----------------------------------------------------------------------------
+
+  /** Live copy-on-write snapshot of a running VM; the VM keeps running on a new overlay. */
+  async snapshot(name: string, opts: { id?: string } = {}): Promise<Snapshot> {
+    const t0 = performance.now()
+    const layout = new VmLayout(this.dataDir, name)
+    const state = await this.runningState(name)
+    const id = opts.id ?? `${name}-${Date.now().toString(36)}`
+    const snap = new SnapshotLayout(this.dataDir, id)
+    if (await exists(snap.dir)) throw new Error(`snapshot ${id} already exists`)
+    await mkdir(snap.relayDir, { recursive: true })
+    const spec = state.spec
+    const frozenPath = snap.diskDelta(spec.diskLayers.length)
+    const nextGen = state.generation + 1
+    const nextOverlay = layout.overlay(nextGen)
+    const relay = new VmLayout(snap.relayDir, 'relay')
+    let relayPid = 0
+    let relayQmp: QmpClient | undefined
+    let diskSwitched = false
+    const q = await this.qmp(name)
+    try {
+      // 1. The relay: same hardware, RAM written to the snapshot's memory files.
+      const files: Record<string, string> = {}
+      for (const b of ramBlocks(spec)) files[b.id] = snap.memory(b.id)
+      await mkdir(relay.dir, { recursive: true })
+      const blank = join(relay.dir, 'blank.qcow2')
+      await this.img.createBlank(blank, spec.diskSizeBytes)
+      const relayState: VmState = { ...state, name: 'relay', pid: 0, activeOverlay: blank, spec: { ...spec, diskLayers: [] } }
+      await this.launch(relay, relayState, { kind: 'file', share: true, files }, true, true)
+      relayPid = relayState.pid
+      relayQmp = await QmpClient.connect(relay.qmpSocket)
+      const migSock = join(relay.dir, 'mig.sock')
+      await relayQmp.execute('migrate-incoming', { uri: `unix:${migSock}` })
+
+      // 2. The new overlay the source continues on, added to the source's block graph in advance.
+      await this.img.createOverlay(nextOverlay, frozenPath, 'qcow2', spec.diskSizeBytes)
+      const nextNode = `top${nextGen}`
+      await q.execute('blockdev-add', { driver: 'qcow2', 'node-name': nextNode, file: { driver: 'file', filename: nextOverlay }, backing: null })
+      const activeNode = await this.activeNode(q)
+
+      // 3. Pre-copy while the source runs; stop at switchover to snapshot the disk, then finish.
+      await q.execute('migrate-set-capabilities', {
+        capabilities: [
+          { capability: 'events', state: true },
+          { capability: 'pause-before-switchover', state: true },
+          { capability: 'x-ignore-shared', state: false }
+        ]
+      })
+      await q.execute('migrate-set-parameters', { 'downtime-limit': this.opts.downtimeLimitMs ?? 20, 'max-bandwidth': 16 * 1024 * 1024 * 1024 })
+      const since = q.events.length
+      const tPre = performance.now()
+      await q.execute('migrate', { uri: `unix:${migSock}` })
+      await this.waitMigration(q, 'pre-switchover', since, 120_000)
+      const precopyMs = performance.now() - tPre
+      await q.execute('blockdev-snapshot', { node: activeNode, overlay: nextNode })
+      diskSwitched = true
+      await q.execute('migrate-continue', { state: 'pre-switchover' })
+      await this.waitMigration(q, 'completed', since, 60_000)
+      await q.execute('cont')
+      const stop = await q.waitEvent('STOP', () => true, 5000, since)
+      const resume = await q.waitEvent('RESUME', () => true, 5000, since)
+      const mig = await q.execute<{ downtime?: number }>('query-migrate')
+      await q.execute('migrate-set-capabilities', { capabilities: [{ capability: 'pause-before-switchover', state: false }] })
+
+      // 4. The frozen layer belongs to the snapshot from now on; the source keeps it as a backing layer.
+      await rename(state.activeOverlay, frozenPath)
+      state.spec = { ...spec, diskLayers: [...spec.diskLayers, { path: frozenPath, format: 'qcow2' }] }
+      state.generation = nextGen
+      state.activeOverlay = nextOverlay
+      await writeState(layout.state, state)
+
+      // 5. The relay writes device state only (its RAM is already in the memory files), then exits.
+      await this.waitMigration(relayQmp, 'completed', 0, 60_000, true)
+      await relayQmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }, { capability: 'x-ignore-shared', state: true }] })
+      const since2 = relayQmp.events.length
+      await relayQmp.execute('migrate', { uri: `exec:cat > ${shellQuote(snap.deviceState)}` })
+      await this.waitMigration(relayQmp, 'completed', since2, 60_000)
+      await relayQmp.execute('quit').catch(() => {})
+      relayQmp.close()
+      await stopQemu(relayPid, relay.dir)
+      await rm(snap.relayDir, { recursive: true, force: true })
+
+      const layers: SnapshotLayer[] = []
+      for (const [i, l] of state.spec.diskLayers.entries()) layers.push({ kind: i === 0 ? 'disk-base' : 'disk-delta', path: l.path, size: await sizeOf(l.path), format: l.format })
+      for (const b of ramBlocks(spec)) layers.push({ kind: 'memory', id: b.id, path: files[b.id]!, size: await sizeOf(files[b.id]!) })
+      layers.push({ kind: 'device-state', path: snap.deviceState, size: await sizeOf(snap.deviceState) })
+      if (spec.boot.kernel) layers.push({ kind: 'boot', id: 'kernel', path: spec.boot.kernel, size: await sizeOf(spec.boot.kernel) })
+      if (spec.boot.initrd) layers.push({ kind: 'boot', id: 'initrd', path: spec.boot.initrd, size: await sizeOf(spec.boot.initrd) })
+      const result: Snapshot = {
+        version: 1,
+        id,
+        source: name,
+        createdAt: new Date().toISOString(),
+        accel: state.accel,
+        layers,
+        machine: state.spec,
+        pauseMs: round(resume.timeMs - stop.timeMs),
+        downtimeMs: mig.downtime ?? NaN,
+        totalMs: round(performance.now() - t0),
+        precopyMs: round(precopyMs)
+      }
+      const { writeFile } = await import('node:fs/promises')
+      await writeFile(snap.manifest, JSON.stringify(result, null, 2))
+      this.log(`vm ${name}: snapshot ${id} in ${result.totalMs} ms, source paused ${result.pauseMs} ms (QEMU downtime ${result.downtimeMs} ms)`)
+      return result
+    } catch (err) {
+      await q.execute('migrate_cancel').catch(() => {})
+      const status = await q.execute<{ status: string }>('query-status').catch(() => undefined)
+      if (status && status.status !== 'running') await q.execute('cont').catch(() => {})
+      relayQmp?.close()
+      if (relayPid) await stopQemu(relayPid, relay.dir).catch(() => {})
+      if (diskSwitched) {
+        // The source already writes to the new overlay; keep the frozen layer in the VM dir.
+        state.spec = { ...spec, diskLayers: [...spec.diskLayers, { path: state.activeOverlay, format: 'qcow2' }] }
+        state.generation = nextGen
+        state.activeOverlay = nextOverlay
+        await writeState(layout.state, state)
+      } else {
+        await q.execute('blockdev-del', { 'node-name': `top${nextGen}` }).catch(() => {})
+        await rm(nextOverlay, { force: true })
+      }
+      await rm(snap.dir, { recursive: true, force: true })
+      throw new Error(`snapshot of ${name} failed: ${(err as Error).message}`)
+    }
+  }
+
+  // ---- restore ------------------------------------------------------------------------------
+
+  /** Starts a clone from snapshot layers (any paths), with its own name, hostname, MAC and vmgenid. */
+  async restore(o: RestoreOptions): Promise<RestoreResult> {
+    const layout = new VmLayout(this.dataDir, o.name)
+    const snap = o.snapshot
+    if (snap.version !== 1) throw new Error(`snapshot ${snap.id}: unsupported version ${String(snap.version)}`)
+    const disks: DiskLayer[] = snap.layers.filter((l) => l.kind === 'disk-base' || l.kind === 'disk-delta').map((l) => ({ path: l.path, format: l.format ?? 'qcow2' }))
+    const devState = snap.layers.find((l) => l.kind === 'device-state')
+    const files: Record<string, string> = {}
+    for (const l of snap.layers.filter((x) => x.kind === 'memory')) files[l.id ?? MAIN_RAM_ID] = l.path
+    if (!disks.length || !devState || !files[MAIN_RAM_ID]) throw new Error(`snapshot ${snap.id} lacks a disk, memory or device-state layer`)
+    for (const b of ramBlocks(snap.machine)) {
+      if (!files[b.id]) throw new Error(`snapshot ${snap.id} has no memory layer for RAM block ${b.id}`)
+    }
+    for (const l of snap.layers) {
+      const st = await stat(l.path).catch(() => undefined)
+      if (!st) throw new Error(`snapshot ${snap.id}: ${l.kind} layer ${l.path} is missing`)
+      if (st.size !== l.size) throw new Error(`snapshot ${snap.id}: ${l.kind} layer ${l.path} is ${st.size} bytes, expected ${l.size}`)
+    }
+    if (await exists(layout.dir)) throw new Error(`a VM named "${o.name}" already exists here; pick another name`)
+    const kernel = snap.layers.find((l) => l.kind === 'boot' && l.id === 'kernel')?.path
+    const initrd = snap.layers.find((l) => l.kind === 'boot' && l.id === 'initrd')?.path
+    const spec: MachineSpec = { ...snap.machine, diskLayers: disks, boot: { ...snap.machine.boot, kernel, initrd }, nics: [...snap.machine.nics] }
+    const state: VmState = {
+      version: 1,
+      name: o.name,
+      hostname: o.hostname ?? o.name,
+      accel: this.accel,
+      createdAt: new Date().toISOString(),
+      source: snap.id,
+      pid: 0,
+      vmgenid: randomUUID(),
+      generation: 0,
+      activeOverlay: layout.overlay(0),
+      ramFiles: files,
+      spec
+    }
+    await mkdir(layout.dir, { recursive: true })
+    try {
+      const top = disks[disks.length - 1]!
+      await this.img.createOverlay(state.activeOverlay, top.path, top.format, spec.diskSizeBytes)
+      const t0 = performance.now()
+      await this.launch(layout, state, { kind: 'file', share: false, files }, true)
+      await writeState(layout.state, state)
+      const q = await this.qmp(o.name)
+      await q.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] })
+      await q.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(devState.path)}` })
+      await this.waitRunning(q, 60_000)
+      const restoreMs = round(performance.now() - t0)
+      const t1 = performance.now()
+      await this.giveIdentity(o.name, layout, state, o.mac)
+      const identityMs = round(performance.now() - t1)
+      this.log(`vm ${o.name}: restored from ${snap.id} in ${restoreMs} ms, identity in ${identityMs} ms`)
+      return { vm: await this.info(state, true), restoreMs, identityMs }
+    } catch (err) {
+      await this.discard(layout, state.pid)
+      throw new Error(`restore of ${o.name} from ${snap.id} failed: ${(err as Error).message}`)
+    }
+  }
+
+  /** New NIC with a new MAC (the snapshot's NIC is unplugged), hostname and name in the guest. */
+  private async giveIdentity(name: string, layout: VmLayout, state: VmState, mac?: string): Promise<void> {
+    const q = await this.qmp(name)
+    const spec = state.spec
+    const slot = Math.max(FIRST_NIC_SLOT - 1, ...spec.nics.map((n) => n.slot)) + 1
+    const nicId = `nic${slot - FIRST_NIC_SLOT}`
+    const newMac = mac ? checkMac(mac) : randomMac(randomBytes)
+    await q.execute('netdev_add', { type: 'user', id: `net-${nicId}`, restrict: true })
+    await q.execute('device_add', { driver: 'virtio-net-pci', id: nicId, netdev: `net-${nicId}`, mac: newMac, addr: pciAddr(slot) })
+    const old = spec.nics
+    spec.nics = [...old, { id: nicId, mac: newMac, slot }]
+    await writeState(layout.state, state)
+    // Set the identity in the guest first: it also proves the guest is alive after restore.
+    await new GuestChannel(layout.controlSocket).setIdentity(name, state.hostname, 30_000)
+    for (const nic of old) {
+      const since = q.events.length
+      await q.execute('device_del', { id: nic.id })
+      const deleted = await q
+        .waitEvent('DEVICE_DELETED', (e) => e.data.device === nic.id, 10_000, since)
+        .then(() => true)
+        .catch(() => false)
+      if (deleted) {
+        await q.execute('netdev_del', { id: `net-${nic.id}` }).catch(() => {})
+        spec.nics = spec.nics.filter((n) => n.id !== nic.id)
+      } else {
+        // The guest did not release it; at least take its link down so the old MAC is silent.
+        await q.execute('set_link', { name: nic.id, up: false }).catch(() => {})
+        this.log(`vm ${name}: guest did not release ${nic.id}; its link is down`)
+      }
+    }
+    await writeState(layout.state, state)
+  }
+
+  // ---- hot-plug -----------------------------------------------------------------------------
+
+  async hotplug(name: string, req: HotplugRequest): Promise<VmInfo> {
+    const layout = new VmLayout(this.dataDir, name)
+    const state = await this.runningState(name)
+    const spec = state.spec
+    const q = await this.qmp(name)
+    if (req.cpus !== undefined) {
+      const have = totalCpus(spec)
+      if (req.cpus < have) throw new Error(`${name} has ${have} vCPUs; removing vCPUs is not supported`)
+      if (req.cpus > spec.maxCpus) throw new Error(`${name} can grow to at most ${spec.maxCpus} vCPUs (maxcpus), asked for ${req.cpus}`)
+      const slots = await q.execute<Array<{ type: string; props: Record<string, number>; 'qom-path'?: string }>>('query-hotpluggable-cpus')
+      const free = slots.filter((s) => !s['qom-path']).sort((a, b) => (a.props['socket-id'] ?? 0) - (b.props['socket-id'] ?? 0))
+      for (let i = have; i < req.cpus; i++) {
+        const slot = free.shift()
+        if (!slot) throw new Error(`no free vCPU slot left in ${name}`)
+        const props = { ...slot.props }
+        delete props['node-id']
+        const id = `cpu${props['socket-id'] ?? i}`
+        await q.execute('device_add', { driver: slot.type, id, ...props })
+        spec.hotCpus.push({ id, type: slot.type, props })
+        await writeState(layout.state, state)
+      }
+    }
+    if (req.memMiB !== undefined) {
+      const have = totalMemMiB(spec)
+      const add = req.memMiB - have
+      if (add < 0) throw new Error(`${name} has ${have} MiB; removing memory is not supported`)
+      if (add % MEM_BLOCK_MIB) throw new Error(`memory can grow in steps of ${MEM_BLOCK_MIB} MiB; ${name} has ${have} MiB, asked for ${req.memMiB}`)
+      if (req.memMiB > spec.maxMemMiB) throw new Error(`${name} can grow to at most ${spec.maxMemMiB} MiB (maxmem), asked for ${req.memMiB}`)
+      if (add > 0) {
+        if (spec.dimms.length >= spec.slots) throw new Error(`${name} has no free memory slot (${spec.slots} used)`)
+        const id = `dimm${spec.dimms.length}`
+        await q.execute('object-add', { 'qom-type': 'memory-backend-ram', id: `mem-${id}`, size: add * 1024 * 1024 })
+        try {
+          await q.execute('device_add', { driver: 'pc-dimm', id, memdev: `mem-${id}` })
+        } catch (err) {
+          await q.execute('object-del', { id: `mem-${id}` }).catch(() => {})
+          throw err
+        }
+        const devs = await q.execute<Array<{ data: { id?: string; addr: number } }>>('query-memory-devices')
+        spec.dimms.push({ id, sizeMiB: add, addr: devs.find((d) => d.data.id === id)?.data.addr })
+        await writeState(layout.state, state)
+      }
+    }
+    this.log(`vm ${name}: now ${totalCpus(spec)} vCPU, ${totalMemMiB(spec)} MiB`)
+    return this.info(state, true)
+  }
+
+  // ---- destroy, list, inspect ---------------------------------------------------------------
+
+  /** Kills the VM's QEMU and deletes its directory (overlays, sockets, logs). Snapshots stay. */
+  async destroy(name: string): Promise<void> {
+    const layout = new VmLayout(this.dataDir, name)
+    if (!(await exists(layout.dir))) throw new Error(`no VM named "${name}" on this host`)
+    const state = await readState(layout.state).catch(() => undefined)
+    await this.discard(layout, state?.pid ?? 0)
+    this.log(`vm ${name}: destroyed`)
+  }
+
+  async list(): Promise<VmInfo[]> {
+    const names = await readdir(vmsDir(this.dataDir)).catch(() => [] as string[])
+    const out: VmInfo[] = []
+    for (const n of names.sort()) {
+      try {
+        checkVmName(n)
+        const state = await readState(new VmLayout(this.dataDir, n).state)
+        out.push(await this.info(state))
+      } catch {
+        // Half-created or foreign directory: not a VM.
+      }
+    }
+    return out
+  }
+
+  async get(name: string): Promise<VmInfo> {
+    return this.info(await readState(new VmLayout(this.dataDir, name).state))
+  }
+
+  async consoleLog(name: string): Promise<string> {
+    return readFile(new VmLayout(this.dataDir, name).console, 'utf8')
+  }
+
+  guest(name: string): GuestChannel {
+    return new GuestChannel(new VmLayout(this.dataDir, name).controlSocket)
+  }
+
+  async health(name: string): Promise<GuestHealth> {
+    return this.guest(name).health()
+  }
+
+  /** Host memory of the VM's QEMU process: PSS counts shared pages divided among sharers. */
+  async hostMemory(name: string): Promise<{ pssKiB: number; rssKiB: number }> {
+    const state = await this.runningState(name)
+    return processMemory(state.pid)
+  }
+
+  /** Paths of the VM's own files (overlay, sockets, log), for checks that nothing is left behind. */
+  vmDir(name: string): string {
+    return new VmLayout(this.dataDir, name).dir
+  }
+
+  /** Closes QMP connections (the VMs keep running). */
+  close(): void {
+    for (const q of this.qmps.values()) q.close()
+    this.qmps.clear()
+  }
+
+  // ---- internals ----------------------------------------------------------------------------
+
+  private async launch(layout: VmLayout, state: VmState, ram: RamBacking, incoming: boolean, paused = false): Promise<void> {
+    const args = qemuArgs({
+      name: state.name,
+      accel: state.accel,
+      spec: state.spec,
+      ram,
+      vmgenid: state.vmgenid,
+      incoming,
+      paused,
+      paths: { qmpSocket: layout.qmpSocket, controlSocket: layout.controlSocket, console: layout.console, pidFile: layout.pidFile, activeOverlay: state.activeOverlay }
+    })
+    state.pid = await startQemu(this.qemu, args, layout.pidFile)
+  }
+
+  private async qmp(name: string): Promise<QmpClient> {
+    const cached = this.qmps.get(name)
+    if (cached) return cached
+    const q = await QmpClient.connect(new VmLayout(this.dataDir, name).qmpSocket)
+    q.once('close', () => {
+      if (this.qmps.get(name) === q) this.qmps.delete(name)
+    })
+    this.qmps.set(name, q)
+    return q
+  }
+
+  private async runningState(name: string): Promise<VmState> {
+    const layout = new VmLayout(this.dataDir, name)
+    const state = await readState(layout.state).catch(() => {
+      throw new Error(`no VM named "${name}" on this host`)
+    })
+    if (!(await isOurQemu(state.pid, layout.dir))) throw new Error(`VM "${name}" is not running (its QEMU, pid ${state.pid}, is gone); destroy it and create or clone again`)
+    return state
+  }
+
+  private async activeNode(q: QmpClient): Promise<string> {
+    const blocks = await q.execute<Array<{ qdev?: string; inserted?: { 'node-name'?: string } }>>('query-block')
+    const disk = blocks.find((b) => b.qdev?.includes('disk0'))
+    const node = disk?.inserted?.['node-name']
+    if (!node) throw new Error('cannot find the disk node of device disk0')
+    return node
+  }
+
+  private async waitMigration(q: QmpClient, want: string, sinceIndex: number, timeoutMs: number, poll = false): Promise<void> {
+    if (poll) {
+      const deadline = Date.now() + timeoutMs
+      for (;;) {
+        const m = await q.execute<{ status?: string; 'error-desc'?: string }>('query-migrate')
+        if (m.status === want) return
+        if (m.status === 'failed' || m.status === 'cancelled') throw new Error(`migration ${m.status}: ${m['error-desc'] ?? 'no reason given'}`)
+        if (Date.now() > deadline) throw new Error(`migration did not reach ${want} in ${timeoutMs} ms (status ${m.status})`)
+        await new Promise((r) => setTimeout(r, 10))
+      }
+    }
+    const ev: QmpEvent = await q.waitEvent('MIGRATION', (e) => [want, 'failed', 'cancelled'].includes(String(e.data.status)), timeoutMs, sinceIndex)
+    if (ev.data.status !== want) {
+      const m = await q.execute<{ 'error-desc'?: string }>('query-migrate').catch(() => ({}) as { 'error-desc'?: string })
+      throw new Error(`migration ${String(ev.data.status)}: ${m['error-desc'] ?? 'no reason given'}`)
+    }
+  }
+
+  private async waitRunning(q: QmpClient, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const s = await q.execute<{ status: string }>('query-status')
+      if (s.status === 'running') return
+      if (s.status === 'paused') {
+        // The relay that wrote the device state was paused, and the stream carries that run state.
+        const m = await q.execute<{ status?: string }>('query-migrate')
+        if (m.status === 'completed') {
+          await q.execute('cont')
+          continue
+        }
+      }
+      if (s.status !== 'inmigrate' && s.status !== 'paused' && s.status !== 'prelaunch') {
+        const m = await q.execute<{ 'error-desc'?: string }>('query-migrate').catch(() => ({}) as { 'error-desc'?: string })
+        throw new Error(`guest is ${s.status} instead of running${m['error-desc'] ? `: ${m['error-desc']}` : ''}`)
+      }
+      if (Date.now() > deadline) throw new Error(`guest not running after ${timeoutMs} ms (status ${s.status})`)
+      await new Promise((r) => setTimeout(r, 2))
+    }
+  }
+
+  private async waitGuest(layout: VmLayout, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    const ch = new GuestChannel(layout.controlSocket)
+    let last: unknown
+    while (Date.now() < deadline) {
+      const pid = Number((await readFile(layout.pidFile, 'utf8').catch(() => '0')).trim())
+      if (!(await isOurQemu(pid, layout.dir))) {
+        const tail = (await readFile(layout.console, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' | ')
+        throw new Error(`QEMU exited while the guest was booting; console ends with: ${tail || '(empty)'}`)
+      }
+      try {
+        await ch.ping(Math.min(5000, Math.max(500, deadline - Date.now())))
+        return
+      } catch (err) {
+        last = err
+        await new Promise((r) => setTimeout(r, 200))
+      }
+    }
+    throw new Error(`guest did not come up within ${timeoutMs} ms: ${(last as Error)?.message ?? ''}`)
+  }
+
+  private async discard(layout: VmLayout, pid: number): Promise<void> {
+    const q = this.qmps.get(layout.name)
+    q?.close()
+    this.qmps.delete(layout.name)
+    if (!pid) pid = Number((await readFile(layout.pidFile, 'utf8').catch(() => '0')).trim())
+    if (pid) await stopQemu(pid, layout.dir)
+    await rm(layout.dir, { recursive: true, force: true })
+  }
+
+  private async checkFile(path: string, what: string): Promise<void> {
+    const st = await stat(path).catch(() => undefined)
+    if (!st?.isFile()) throw new Error(`${what} ${path} does not exist or is not a file`)
+  }
+
+  private async info(state: VmState, knownRunning = false): Promise<VmInfo> {
+    const layout = new VmLayout(this.dataDir, state.name)
+    const alive = knownRunning || (await isOurQemu(state.pid, layout.dir))
+    const info: VmInfo = {
+      name: state.name,
+      hostname: state.hostname,
+      state: alive ? 'running' : 'stopped',
+      pid: state.pid,
+      accel: state.accel,
+      cpus: totalCpus(state.spec),
+      memMiB: totalMemMiB(state.spec),
+      mac: state.spec.nics[state.spec.nics.length - 1]?.mac,
+      dir: layout.dir,
+      console: layout.console
+    }
+    if (state.source) info.source = state.source
+    return info
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(
+    () => true,
+    () => false
+  )
+}
+
+async function sizeOf(p: string): Promise<number> {
+  return (await stat(p)).size
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10
+}
