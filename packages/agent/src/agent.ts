@@ -5,6 +5,7 @@ import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { createMeshNode, loadClusterKey, loadIncarnation, loadOrCreateIdentity, Membership, meshConfig, MESH_TOPICS, ResourceSampler, DEFAULT_PORT } from '@vmesh/mesh'
 import type { MeshConfig, MeshNode } from '@vmesh/mesh'
+import { ChunkStore, ImageCatalogue, ManifestStore } from '@vmesh/store'
 import { CONTROL_SOCKET } from './control-protocol.js'
 import { ControlServer } from './control-server.js'
 import { controlHandlers } from './control-handlers.js'
@@ -22,6 +23,8 @@ export interface AgentOptions {
   name?: string
   logLevel?: LogLevel
   mesh?: Partial<MeshConfig>
+  /** Most bytes the chunk store may hold (default: unlimited, bounded by the disk). */
+  storeQuotaBytes?: number
   /** Accelerator QEMU can use here, for the advert. */
   accel?: () => string
 }
@@ -33,6 +36,12 @@ export class Agent {
   readonly startedAt = Date.now()
   node!: MeshNode
   membership!: Membership
+  /** Content-addressed chunks and the manifests (images, snapshots) made of them. */
+  store!: ChunkStore
+  manifests!: ManifestStore
+  images!: ImageCatalogue
+  /** Ids of manifests this host holds completely, advertised so others know where to fetch. */
+  completeManifests: string[] = []
   private control!: ControlServer
   private stopping: Promise<void> | undefined
 
@@ -58,6 +67,14 @@ export class Agent {
       topics: MESH_TOPICS,
       maxMessageBytes: config.maxMessageBytes
     })
+    const storeDir = join(dataDir, 'store')
+    this.store = await ChunkStore.open({
+      dir: storeDir,
+      quotaBytes: this.opts.storeQuotaBytes,
+      onCorrupt: (err) => { this.log.warn(`discarded a corrupt chunk: ${err.message}`) }
+    })
+    this.manifests = await ManifestStore.open({ dir: storeDir })
+    this.images = await ImageCatalogue.open({ dir: storeDir })
     const incarnation = (await loadIncarnation(dataDir)) + 1
     this.membership = new Membership({
       node: this.node,
@@ -68,6 +85,7 @@ export class Agent {
       incarnation,
       agentVersion: AGENT_VERSION,
       resources: new ResourceSampler(dataDir, this.opts.accel ?? (() => 'tcg')),
+      extras: () => ({ vms: [], images: this.completeManifests.map((id) => Buffer.from(id, 'hex')) }),
       log: (level, msg) => { this.log.log(level, msg) }
     })
     this.control = new ControlServer(controlHandlers(this), this.membership.counters, this.log)
