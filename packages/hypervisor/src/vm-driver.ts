@@ -519,6 +519,13 @@ export class VmDriver {
     return processMemory(state.pid)
   }
 
+  /** The VM generation id QEMU gives the guest (a clone gets a fresh one so its RNG reseeds). */
+  async generationId(name: string): Promise<string> {
+    await this.runningState(name)
+    const r = await (await this.qmp(name)).execute<{ guid: string }>('query-vm-generation-id')
+    return r.guid
+  }
+
   /** Paths of the VM's own files (overlay, sockets, log), for checks that nothing is left behind. */
   vmDir(name: string): string {
     return new VmLayout(this.dataDir, name).dir
