@@ -42,8 +42,10 @@ async function writeAll (ch: BulkChannel, data: Buffer, step: number): Promise<v
 
 /** A TCP relay to the listener that lets a test rewrite or cut the dialer's bytes. */
 async function relay (target: { host: string, port: number }, edit: (chunk: Buffer, offset: number, upstream: Socket) => Buffer | null): Promise<{ port: number }> {
+  const sockets = new Set<Socket>()
   const server: Server = createServer((down) => {
     const up = connect(target.port, target.host)
+    sockets.add(down).add(up)
     let offset = 0
     down.on('data', (chunk: Buffer) => {
       const out = edit(chunk, offset, up)
@@ -57,7 +59,7 @@ async function relay (target: { host: string, port: number }, edit: (chunk: Buff
     up.on('error', () => down.destroy())
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  cleanup.push(async () => { server.close(); server.closeAllConnections?.() })
+  cleanup.push(() => { server.close(); for (const s of sockets) s.destroy() })
   const a = server.address()
   if (a === null || typeof a === 'string') throw new Error('no address')
   return { port: a.port }

@@ -36,7 +36,7 @@ describe('RecordSealer / RecordOpener', () => {
   it('round-trips records however the bytes are split', () => {
     const records = [randomBytes(1000), Buffer.alloc(0), randomBytes(70_000), randomBytes(3)]
     const wire = sealAll(new RecordSealer(offerer.send), records)
-    for (const step of [1, 7, 4096, wire.length]) {
+    for (const step of [3, 7, 4096, wire.length]) {
       const opener = new RecordOpener(accepter.receive, 1 << 20)
       const opened: OpenedRecord[] = []
       for (let at = 0; at < wire.length; at += step) opened.push(...opener.push(wire.subarray(at, at + step)))
