@@ -1,0 +1,72 @@
+// The protocol against a fake guest on a unix socket (the real guest is in test/hypervisor.e2e).
+import { afterEach, describe, expect, it } from 'vitest'
+import { createServer, type Server } from 'node:net'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { GuestChannel, parseHealth } from './guest-channel.js'
+
+let server: Server | undefined
+let dir: string | undefined
+afterEach(() => {
+  server?.close()
+  if (dir) rmSync(dir, { recursive: true, force: true })
+})
+
+function fakeGuest(reply: (id: string, cmd: string, arg: string) => string | undefined): string {
+  dir = mkdtempSync(join(tmpdir(), 'vmesh-gc-'))
+  const path = join(dir, 'ctl.sock')
+  server = createServer((s) => {
+    let buf = ''
+    s.setEncoding('utf8')
+    s.on('data', (d: string) => {
+      buf += d
+      const nl = buf.indexOf('\n')
+      if (nl < 0) return
+      const [id, cmd, b64] = buf.slice(0, nl).split(' ')
+      const arg = b64 === '-' ? '' : Buffer.from(b64 ?? '', 'base64').toString()
+      const out = reply(id!, cmd!, arg)
+      if (out !== undefined) s.write(out)
+    })
+  }).listen(path)
+  return path
+}
+const enc = (s: string): string => Buffer.from(s).toString('base64')
+
+describe('GuestChannel', () => {
+  it('sends base64 arguments and decodes replies, skipping stale ones', async () => {
+    const path = fakeGuest((id, cmd, arg) => `old 0 ${enc('stale')}\n${id} 3 ${enc(`${cmd}:${arg}`)}\n`)
+    await new Promise((r) => server!.once('listening', r))
+    const r = await new GuestChannel(path).run('echo a b')
+    expect(r).toEqual({ code: 3, output: 'run:echo a b' })
+  })
+
+  it('parses health and sets identity', async () => {
+    const seen: string[] = []
+    const path = fakeGuest((id, cmd, arg) => {
+      seen.push(`${cmd} ${arg}`)
+      if (cmd === 'health') return `${id} 0 ${enc('name=n hostname=h counter=42 cpus=2 memkb=1000 uptime=3.5')}\n`
+      return `${id} 0 ${enc('ok')}\n`
+    })
+    await new Promise((r) => server!.once('listening', r))
+    const ch = new GuestChannel(path)
+    expect(await ch.health()).toEqual({ name: 'n', hostname: 'h', counter: 42, cpus: 2, memKiB: 1000, uptimeS: 3.5 })
+    await ch.setIdentity('vm-1', 'host-1')
+    expect(seen).toContain('identity vm-1 host-1')
+    await expect(ch.setIdentity('vm-1', 'bad host; rm -rf /')).rejects.toThrow(/invalid hostname/)
+  })
+
+  it('times out with a message that says what to check', async () => {
+    const path = fakeGuest(() => undefined)
+    await new Promise((r) => server!.once('listening', r))
+    await expect(new GuestChannel(path).ping(200)).rejects.toThrow(/did not answer "ping" within 200 ms/)
+  })
+
+  it('fails clearly when nothing listens', async () => {
+    await expect(new GuestChannel('/nonexistent/ctl.sock').ping(200)).rejects.toThrow(/guest channel/)
+  })
+
+  it('rejects malformed health', () => {
+    expect(() => parseHealth('name=x counter=abc')).toThrow(/counter/)
+  })
+})
