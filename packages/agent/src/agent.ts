@@ -6,6 +6,8 @@ import { join } from 'node:path'
 import { createMeshNode, loadClusterKey, loadIncarnation, loadOrCreateIdentity, Membership, meshConfig, MESH_TOPICS, ResourceSampler, DEFAULT_PORT } from '@vmesh/mesh'
 import type { MeshConfig, MeshNode } from '@vmesh/mesh'
 import { ChunkStore, ImageCatalogue, ManifestStore } from '@vmesh/store'
+import type { Accelerator } from '@vmesh/hypervisor'
+import { VmService } from './vm-service.js'
 import { CONTROL_SOCKET } from './control-protocol.js'
 import { ControlServer } from './control-server.js'
 import { controlHandlers } from './control-handlers.js'
@@ -25,8 +27,8 @@ export interface AgentOptions {
   mesh?: Partial<MeshConfig>
   /** Most bytes the chunk store may hold (default: unlimited, bounded by the disk). */
   storeQuotaBytes?: number
-  /** Accelerator QEMU can use here, for the advert. */
-  accel?: () => string
+  /** QEMU accelerator: kvm, tcg, or auto (kvm only where it really works). */
+  accel?: Accelerator | 'auto'
 }
 
 export const defaultListen = [`/ip4/0.0.0.0/tcp/${DEFAULT_PORT}`]
@@ -40,6 +42,10 @@ export class Agent {
   store!: ChunkStore
   manifests!: ManifestStore
   images!: ImageCatalogue
+  /** QEMU VMs on this host. */
+  vms!: VmService
+  /** This host's name in the cluster. */
+  name = ''
   /** Ids of manifests this host holds completely, advertised so others know where to fetch. */
   completeManifests: string[] = []
   private control!: ControlServer
@@ -60,6 +66,7 @@ export class Agent {
     const privateKey = await loadOrCreateIdentity(dataDir)
     const config = meshConfig(this.opts.mesh)
     const name = validName(this.opts.name ?? hostname())
+    this.name = name
     this.node = await createMeshNode({
       privateKey,
       clusterKey,
@@ -75,6 +82,14 @@ export class Agent {
     })
     this.manifests = await ManifestStore.open({ dir: storeDir })
     this.images = await ImageCatalogue.open({ dir: storeDir })
+    this.vms = await VmService.open({
+      dataDir,
+      store: this.store,
+      manifests: this.manifests,
+      log: this.log,
+      accel: this.opts.accel,
+      onChange: () => { this.membership?.advertiseSoon() }
+    })
     const incarnation = (await loadIncarnation(dataDir)) + 1
     this.membership = new Membership({
       node: this.node,
@@ -84,8 +99,16 @@ export class Agent {
       config,
       incarnation,
       agentVersion: AGENT_VERSION,
-      resources: new ResourceSampler(dataDir, this.opts.accel ?? (() => 'tcg')),
-      extras: () => ({ vms: [], images: this.completeManifests.map((id) => Buffer.from(id, 'hex')) }),
+      resources: new ResourceSampler(dataDir, () => this.vms.accel.accel),
+      extras: () => {
+        const reserved = this.vms.reserved()
+        return {
+          vms: this.vms.summaries(),
+          images: this.completeManifests.map((id) => Buffer.from(id, 'hex')),
+          vcpusReserved: reserved.vcpus,
+          memReservedMib: reserved.memMiB
+        }
+      },
       log: (level, msg) => { this.log.log(level, msg) }
     })
     this.control = new ControlServer(controlHandlers(this), this.membership.counters, this.log)
@@ -109,6 +132,7 @@ export class Agent {
   /** Graceful stop: announce "left", close the control socket, stop libp2p. */
   async stop ({ leave = true }: { leave?: boolean } = {}): Promise<void> {
     this.stopping ??= (async () => {
+      this.vms.stop()
       if (leave) await this.membership.leave().catch(() => {})
       else this.membership.stop()
       await this.control.close(this.socketPath)

@@ -2,14 +2,16 @@
 import type { Agent } from './agent.js'
 import type { ControlHandler } from './control-server.js'
 import { membersReply } from './members.js'
+import { vmHandlers } from './vm-handlers.js'
 
 /** How often a watch may redraw at most; bursts of gossip coalesce into one update. */
 const WATCH_MIN_INTERVAL_MS = 100
 /** A watch also refreshes on this period so the "age" column keeps moving. */
 const WATCH_REFRESH_MS = 1000
 
-export function controlHandlers (agent: Agent): Record<'members' | 'stats' | 'watch', ControlHandler> {
+export function controlHandlers (agent: Agent): Record<string, ControlHandler> {
   return {
+    ...vmHandlers(agent),
     members: async () => ({ members: membersReply(agent.membership) }),
 
     stats: async () => {

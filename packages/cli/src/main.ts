@@ -6,6 +6,7 @@ import { generateClusterKey, DEFAULT_PORT } from '@vmesh/mesh'
 import { clientFor, defaultDataDir, targetOptionSpec } from './options.js'
 import { membersCommand, statsCommand } from './commands.js'
 import { Shell } from './shell.js'
+import { parseVmArgs, runVmCommand, vmUsage } from './vm-commands.js'
 
 const USAGE = `vmesh: a masterless pool of virtual machines across a rack of Linux hosts
 
@@ -17,11 +18,12 @@ Usage:
       --bootstrap MULTIADDR repeatable: any member's address
       --name NAME           host name in the cluster (default: hostname)
       --log-level LEVEL     debug, info, warn, error (default info)
+      --accel kvm|tcg|auto  QEMU accelerator (default auto: KVM only where it really works)
       --config FILE         JSON with the same settings (dataDir, clusterKey, listen, bootstrap, name, logLevel)
   vmesh members [--json] [--status S]        every host: status, load, memory, disk, I/O, VMs
   vmesh stats [--json]                       the agent's counters (rejected input, probes)
   vmesh shell                                interactive shell with live "watch"
-
+${vmUsage}
 Every command but keygen and agent talks to an agent: the local one (--data-dir DIR) or any
 member (--peer MULTIADDR --cluster-key FILE). VMESH_DATA_DIR and VMESH_CLUSTER_KEY set defaults.
 `
@@ -60,6 +62,15 @@ export async function main (argv: string[]): Promise<number> {
         }
         return 0
       }
+      case 'create':
+      case 'vms':
+      case 'snapshot':
+      case 'destroy':
+      case 'hotplug':
+      case 'console': {
+        const parsed = parseVmArgs(command, rest)
+        return await withClient(parsed.values, async (c) => await runVmCommand(command, parsed, c))
+      }
       default:
         process.stderr.write(`vmesh: unknown command "${command}"; run "vmesh help"\n`)
         return 2
@@ -95,7 +106,8 @@ async function agentCommand (args: string[]): Promise<number> {
       'cluster-key': { type: 'string' },
       name: { type: 'string' },
       'log-level': { type: 'string' },
-      config: { type: 'string' }
+      config: { type: 'string' },
+      accel: { type: 'string' }
     },
     strict: true
   })
@@ -112,6 +124,9 @@ async function agentCommand (args: string[]): Promise<number> {
     name: values.name ?? fromFile.name,
     logLevel: level
   }
+  const accel = values.accel ?? 'auto'
+  if (accel !== 'auto' && accel !== 'kvm' && accel !== 'tcg') throw new Error(`--accel ${accel}: use kvm, tcg or auto`)
+  opts.accel = accel
   const agent = new Agent(opts)
   await agent.start()
   await new Promise<void>((resolve) => {

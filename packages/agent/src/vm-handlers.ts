@@ -1,0 +1,161 @@
+// Control API handlers for VMs. A request about a VM that runs on another host is forwarded to
+// that host's agent, so every command works from any peer.
+import type { Agent } from './agent.js'
+import { ControlError } from './control-server.js'
+import type { ControlContext, ControlHandler, ControlReply } from './control-server.js'
+import { forwardRequest } from './control-forward.js'
+import type { vmesh } from '@vmesh/wire'
+import type { VmInfo } from '@vmesh/hypervisor'
+
+const VM_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/
+const LIMITS = { maxCpus: 64, minMemMiB: 64, maxMemMiB: 1024 * 1024, consoleMaxBytes: 1024 * 1024, consoleDefaultBytes: 64 * 1024 }
+
+type VmHandlerKind = 'vmCreate' | 'vmList' | 'vmSnapshot' | 'vmDestroy' | 'vmHotplug' | 'vmConsole'
+
+function checkName (name: string | null | undefined): string {
+  const n = name ?? ''
+  if (!VM_NAME_RE.test(n)) throw new ControlError('BAD_REQUEST', `VM name "${n.slice(0, 80)}" is not valid: use 1-63 lowercase letters, digits and "-", starting with a letter or digit`)
+  return n
+}
+
+export function vmInfoMessage (agent: Agent, v: VmInfo): vmesh.v1.VmInfo.$Properties {
+  return {
+    name: v.name,
+    host: agent.name,
+    hostId: agent.node.peerId.toMultihash().bytes,
+    state: v.state,
+    source: v.source ?? '',
+    cpus: v.cpus,
+    memMib: v.memMiB,
+    accel: v.accel,
+    hostname: v.hostname,
+    mac: v.mac ?? ''
+  }
+}
+
+/** Finds the alive host that advertises a VM, other than this one. */
+function remoteHostOf (agent: Agent, vm: string): { peerId: import('@libp2p/interface').PeerId, name: string } | undefined {
+  for (const e of agent.membership.view.others('alive')) {
+    if (e.advert.vms.some((v) => v.name === vm)) return { peerId: e.peerId, name: e.advert.name }
+  }
+  return undefined
+}
+
+/**
+ * Runs `local` when the VM is here; forwards the request when another host advertises it;
+ * otherwise says it does not exist. Forwarded requests are never forwarded again.
+ */
+async function onVmHost (agent: Agent, ctx: ControlContext, vm: string, local: () => Promise<ControlReply>): Promise<ControlReply> {
+  if (agent.vms.local().some((v) => v.name === vm)) return await local()
+  const remote = ctx.origin === 'local' || !isMember(agent, ctx.origin) ? remoteHostOf(agent, vm) : undefined
+  if (remote !== undefined) return await forwardRequest(agent.node, remote.peerId, remote.name, ctx.request, ctx)
+  throw new ControlError('NOT_FOUND', `no VM named "${vm}" in the cluster; "vmesh vms" lists them`)
+}
+
+function isMember (agent: Agent, origin: string): boolean {
+  return agent.membership.view.get(origin) !== undefined
+}
+
+function wrap (err: unknown): never {
+  if (err instanceof ControlError) throw err
+  throw new ControlError('VM_ERROR', (err as Error).message)
+}
+
+export function vmHandlers (agent: Agent): Record<VmHandlerKind, ControlHandler> {
+  const vms = agent.vms
+  return {
+    vmCreate: async (ctx) => {
+      const req = ctx.request.vmCreate as vmesh.v1.VmCreateRequest
+      const name = checkName(req.name)
+      const cpus = req.cpus === 0 ? 1 : req.cpus
+      const memMiB = req.memMib === 0 ? 256 : req.memMib
+      if (cpus < 1 || cpus > LIMITS.maxCpus) throw new ControlError('BAD_REQUEST', `--cpus ${cpus}: use 1 to ${LIMITS.maxCpus}`)
+      if (memMiB < LIMITS.minMemMiB || memMiB > LIMITS.maxMemMiB) throw new ControlError('BAD_REQUEST', `--mem ${memMiB}: use ${LIMITS.minMemMiB} to ${LIMITS.maxMemMiB} MiB`)
+      if (vms.local().some((v) => v.name === name) || remoteHostOf(agent, name) !== undefined) {
+        throw new ControlError('EXISTS', `a VM named "${name}" already exists in the cluster; pick another name or "vmesh destroy ${name}"`)
+      }
+      const free = agent.membership.view.get(agent.membership.selfId)?.advert.resources?.memFreeMib ?? 0
+      if (free > 0 && memMiB > free) throw new ControlError('NO_CAPACITY', `this host has ${free} MiB free; the VM needs ${memMiB} MiB`)
+      const image = req.image ?? ''
+      const t0 = Date.now()
+      return await vms.exclusive(name, async () => {
+        try {
+          let source: string | Awaited<ReturnType<typeof vms.demoGuest>>
+          if (image === '') source = await vms.demoGuest()
+          else {
+            const file = await vms.imageFile(image)
+            if (file === undefined) throw new ControlError('NOT_FOUND', `image "${image}" is not a file on host ${agent.name}`)
+            source = file
+          }
+          const vm = await vms.driver.create({ name, image: source, cpus, memMiB })
+          return { vmCreate: { vm: vmInfoMessage(agent, vm), elapsedMs: Date.now() - t0 } }
+        } catch (err) { return wrap(err) }
+      })
+    },
+
+    vmList: async () => {
+      const out: vmesh.v1.VmInfo.$Properties[] = vms.local().map((v) => vmInfoMessage(agent, v))
+      for (const e of agent.membership.view.others('alive', 'suspect')) {
+        for (const v of e.advert.vms) {
+          out.push({ name: v.name, host: e.advert.name, hostId: e.advert.peerId, state: v.state, source: v.source, cpus: v.cpus, memMib: v.memMib, accel: e.advert.resources?.accel ?? '' })
+        }
+      }
+      return { vmList: { vms: out } }
+    },
+
+    vmSnapshot: async (ctx) => {
+      const vm = checkName(ctx.request.vmSnapshot?.vm)
+      return await onVmHost(agent, ctx, vm, async () => await vms.exclusive(vm, async () => {
+        try {
+          const snap = await vms.driver.snapshot(vm)
+          const { id, layers } = await vms.importSnapshot(snap)
+          return {
+            vmSnapshot: {
+              snapshotId: snap.id,
+              manifestId: id,
+              pauseMs: snap.pauseMs,
+              downtimeMs: snap.downtimeMs,
+              totalMs: snap.totalMs,
+              layers: layers.map((l) => ({ kind: l.kind, size: l.size }))
+            }
+          }
+        } catch (err) { return wrap(err) }
+      }))
+    },
+
+    vmDestroy: async (ctx) => {
+      const vm = checkName(ctx.request.vmDestroy?.vm)
+      return await onVmHost(agent, ctx, vm, async () => await vms.exclusive(vm, async () => {
+        try {
+          await vms.driver.destroy(vm)
+          return { vmDestroy: { destroyed: [vm] } }
+        } catch (err) { return wrap(err) }
+      }))
+    },
+
+    vmHotplug: async (ctx) => {
+      const req = ctx.request.vmHotplug as vmesh.v1.VmHotplugRequest
+      const vm = checkName(req.vm)
+      if (req.cpus === 0 && req.memMib === 0) throw new ControlError('BAD_REQUEST', 'say what to add: --cpus N and/or --mem MiB (totals)')
+      if (req.cpus > LIMITS.maxCpus || req.memMib > LIMITS.maxMemMiB) throw new ControlError('BAD_REQUEST', `at most ${LIMITS.maxCpus} vCPUs and ${LIMITS.maxMemMiB} MiB`)
+      return await onVmHost(agent, ctx, vm, async () => await vms.exclusive(vm, async () => {
+        try {
+          const info = await vms.driver.hotplug(vm, { cpus: req.cpus === 0 ? undefined : req.cpus, memMiB: req.memMib === 0 ? undefined : req.memMib })
+          return { vmHotplug: { vm: vmInfoMessage(agent, info) } }
+        } catch (err) { return wrap(err) }
+      }))
+    },
+
+    vmConsole: async (ctx) => {
+      const req = ctx.request.vmConsole as vmesh.v1.VmConsoleRequest
+      const vm = checkName(req.vm)
+      const tail = Math.min(req.tailBytes === 0 ? LIMITS.consoleDefaultBytes : req.tailBytes, LIMITS.consoleMaxBytes)
+      return await onVmHost(agent, ctx, vm, async () => {
+        try {
+          const text = await vms.driver.consoleLog(vm)
+          return { vmConsole: { text: text.length > tail ? text.slice(text.length - tail) : text } }
+        } catch (err) { return wrap(err) }
+      })
+    }
+  }
+}
