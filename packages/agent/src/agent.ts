@@ -46,6 +46,8 @@ export class Agent {
   vms!: VmService
   /** This host's name in the cluster. */
   name = ''
+  /** Set once placement runs here: turns a reservation into running VMs (or frees it). */
+  releaseReservation?: (reservationId: string) => void
   /** Ids of manifests this host holds completely, advertised so others know where to fetch. */
   completeManifests: string[] = []
   private control!: ControlServer

@@ -2,14 +2,34 @@
 // of VM summaries for the advert, per-VM serialisation of operations, and snapshots imported into
 // the chunk store as manifests.
 import { join } from 'node:path'
-import { stat } from 'node:fs/promises'
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { VmDriver, detectAccelerator, guestImage } from '@vmesh/hypervisor'
-import type { Accelerator, AcceleratorChoice, Snapshot, VmInfo } from '@vmesh/hypervisor'
-import { createManifest, importLayer } from '@vmesh/store'
-import type { Layer, LayerKind } from '@vmesh/store'
+import type { Accelerator, AcceleratorChoice, LayerKind as VmLayerKind, MachineSpec, Snapshot, VmInfo } from '@vmesh/hypervisor'
+import { createManifest, importLayer, materializeLayer } from '@vmesh/store'
+import type { Layer } from '@vmesh/store'
 import type { vmesh } from '@vmesh/wire'
 import type { Logger } from './logger.js'
 import type { ChunkStore, ManifestStore } from '@vmesh/store'
+
+/** What a snapshot manifest's vm-spec layer holds. */
+interface VmSpecLayer { kind: VmLayerKind, id?: string, format?: string, size: number }
+interface VmSpec { version: 1, snapshotId: string, source: string, accel: Accelerator, machine: MachineSpec, layers: VmSpecLayer[] }
+
+const MAX_SPEC_BYTES = 1024 * 1024
+
+/** The vm-spec layer arrived from another host: check its shape before QEMU sees any of it. */
+export function parseVmSpec (text: string): VmSpec {
+  if (text.length > MAX_SPEC_BYTES) throw new Error('vm-spec layer is larger than 1 MiB')
+  const j = JSON.parse(text) as Partial<VmSpec>
+  const kinds = new Set(['disk-base', 'disk-delta', 'memory', 'device-state', 'boot'])
+  if (j.version !== 1 || typeof j.snapshotId !== 'string' || typeof j.source !== 'string' || (j.accel !== 'kvm' && j.accel !== 'tcg') ||
+    typeof j.machine !== 'object' || j.machine === null || !Array.isArray(j.layers) || j.layers.length > 64 ||
+    !j.layers.every((l) => kinds.has(l.kind) && Number.isSafeInteger(l.size) && l.size >= 0 && (l.id === undefined || (typeof l.id === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(l.id))))) {
+    throw new Error('vm-spec layer is malformed')
+  }
+  if (!/^[A-Za-z0-9._-]{1,128}$/.test(j.snapshotId) || !/^[a-z0-9-]{1,63}$/.test(j.source)) throw new Error('vm-spec layer names are malformed')
+  return j as VmSpec
+}
 
 /** How often the VM list is re-read, so a VM that died on its own shows as stopped. */
 const REFRESH_MS = 5000
@@ -89,23 +109,65 @@ export class VmService {
   }
 
   /**
-   * Imports a snapshot's layers into the chunk store as one manifest. Boot files (kernel, initrd
-   * of the demo guest) are not part of the VM's state and stay out of it.
+   * Imports a snapshot's layers into the chunk store as one manifest, with a last "vm-spec" layer
+   * (the virtual hardware and which layer is which) so a host that receives the manifest can
+   * restore clones from it alone.
    */
   async importSnapshot (snap: Snapshot): Promise<{ id: string, layers: Layer[] }> {
-    const kinds: Record<string, LayerKind | undefined> = { 'disk-base': 'disk-base', 'disk-delta': 'disk-delta', memory: 'memory', 'device-state': 'device-state' }
     const hold = this.deps.store.hold()
     try {
       const layers: Layer[] = []
+      const specLayers: VmSpecLayer[] = []
       for (const l of snap.layers) {
-        const kind = kinds[l.kind]
-        if (kind === undefined) continue
-        layers.push(await importLayer(this.deps.store, l.path, kind, { name: l.id ?? l.kind, hold }))
+        layers.push(await importLayer(this.deps.store, l.path, l.kind, { name: l.id ?? l.kind, hold }))
+        specLayers.push({ kind: l.kind, id: l.id, format: l.format, size: l.size })
       }
+      const spec: VmSpec = { version: 1, snapshotId: snap.id, source: snap.source, accel: snap.accel, machine: snap.machine, layers: specLayers }
+      const specPath = join(this.snapshotsDir(), snap.id, 'vm-spec.json')
+      await writeFile(specPath, JSON.stringify(spec))
+      layers.push(await importLayer(this.deps.store, specPath, 'vm-spec', { name: 'vm-spec', hold }))
       const id = await this.deps.manifests.save(createManifest({ name: `${snap.source}@${snap.id}`, layers }))
       return { id, layers }
     } finally {
       hold.release()
+    }
+  }
+
+  /**
+   * Turns a manifest held completely in the store into a Snapshot with files on this host: the
+   * layers are materialised once per manifest (sparse, verified) and shared by every clone.
+   */
+  async snapshotFromManifest (manifestId: string): Promise<Snapshot> {
+    const manifest = await this.deps.manifests.load(manifestId)
+    const dir = join(this.snapshotsDir(), `m-${manifestId.slice(0, 16)}`)
+    const done = join(dir, '.complete')
+    const specLayer = manifest.layers.find((l) => l.kind === 'vm-spec')
+    if (specLayer === undefined) throw new Error(`manifest ${manifestId.slice(0, 12)} is not a VM snapshot (no vm-spec layer)`)
+    const pathOf = (i: number): string => join(dir, `${i}-${manifest.layers[i]?.kind ?? ''}`)
+    if (!(await stat(done).then(() => true, () => false))) {
+      await mkdir(dir, { recursive: true })
+      for (const [i, l] of manifest.layers.entries()) await materializeLayer(this.deps.store, l, pathOf(i))
+      await writeFile(done, manifestId)
+    }
+    const specText = await readFile(pathOf(manifest.layers.indexOf(specLayer)), 'utf8')
+    const spec = parseVmSpec(specText)
+    const fileLayers = manifest.layers.map((l, i) => ({ l, i })).filter(({ l }) => l.kind !== 'vm-spec')
+    if (fileLayers.length !== spec.layers.length) throw new Error(`manifest ${manifestId.slice(0, 12)}: vm-spec lists ${spec.layers.length} layers, manifest has ${fileLayers.length}`)
+    return {
+      version: 1,
+      id: spec.snapshotId,
+      source: spec.source,
+      createdAt: new Date(manifest.createdAtMs).toISOString(),
+      accel: spec.accel,
+      machine: spec.machine,
+      layers: fileLayers.map(({ i }, k) => {
+        const s = spec.layers[k] as VmSpecLayer
+        return { kind: s.kind, id: s.id, format: s.format, size: s.size, path: pathOf(i) }
+      }),
+      pauseMs: 0,
+      downtimeMs: 0,
+      totalMs: 0,
+      precopyMs: 0
     }
   }
 

@@ -70,7 +70,7 @@ export async function runVmCommand (command: string, parsed: Parsed, client: Con
     case 'snapshot': {
       const vm = oneVm(command, positionals)
       const s = (await client.call({ vmSnapshot: { vm } })).vmSnapshot
-      if (values.json === true) return JSON.stringify({ snapshotId: s?.snapshotId, manifestId: s?.manifestId, pauseMs: s?.pauseMs, downtimeMs: s?.downtimeMs, totalMs: s?.totalMs, layers: s?.layers }, null, 2)
+      if (values.json === true) return JSON.stringify({ snapshotId: s?.snapshotId, manifestId: s?.manifestId, pauseMs: s?.pauseMs, downtimeMs: s?.downtimeMs, totalMs: s?.totalMs, layers: (s?.layers ?? []).map((l) => ({ kind: l.kind, size: Number(l.size) })) }, null, 2)
       const size = (s?.layers ?? []).reduce((t, l) => t + Number(l.size ?? 0), 0)
       return `snapshot ${s?.snapshotId ?? ''} of ${vm}: manifest ${s?.manifestId ?? ''}, ${(s?.layers ?? []).length} layers, ${(size / 1048576).toFixed(1)} MiB; source paused ${(s?.pauseMs ?? 0).toFixed(1)} ms (QEMU downtime ${(s?.downtimeMs ?? 0).toFixed(1)} ms), total ${((s?.totalMs ?? 0) / 1000).toFixed(2)} s`
     }

@@ -13,14 +13,16 @@ import {
   MAX_NAME_LENGTH, MIN_CHUNK_SIZE
 } from './config.js'
 
-export type LayerKind = 'disk-base' | 'disk-delta' | 'memory' | 'device-state'
-export const LAYER_KINDS: readonly LayerKind[] = ['disk-base', 'disk-delta', 'memory', 'device-state']
+export type LayerKind = 'disk-base' | 'disk-delta' | 'memory' | 'device-state' | 'boot' | 'vm-spec'
+export const LAYER_KINDS: readonly LayerKind[] = ['disk-base', 'disk-delta', 'memory', 'device-state', 'boot', 'vm-spec']
 
 const KIND_TO_PB: Record<LayerKind, number> = {
   'disk-base': pb.LayerKind.LAYER_KIND_DISK_BASE,
   'disk-delta': pb.LayerKind.LAYER_KIND_DISK_DELTA,
   memory: pb.LayerKind.LAYER_KIND_MEMORY,
-  'device-state': pb.LayerKind.LAYER_KIND_DEVICE_STATE
+  'device-state': pb.LayerKind.LAYER_KIND_DEVICE_STATE,
+  boot: pb.LayerKind.LAYER_KIND_BOOT,
+  'vm-spec': pb.LayerKind.LAYER_KIND_VM_SPEC
 }
 const PB_TO_KIND = new Map<number, LayerKind>(LAYER_KINDS.map((k) => [KIND_TO_PB[k], k]))
 
