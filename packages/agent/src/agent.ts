@@ -10,6 +10,7 @@ import type { Accelerator } from '@vmesh/hypervisor'
 import { VmService } from './vm-service.js'
 import { CONTROL_SOCKET } from './control-protocol.js'
 import { ControlServer } from './control-server.js'
+import type { ControlHandler } from './control-server.js'
 import { controlHandlers } from './control-handlers.js'
 import { Logger } from './logger.js'
 import type { LogLevel } from './logger.js'
@@ -46,6 +47,8 @@ export class Agent {
   vms!: VmService
   /** This host's name in the cluster. */
   name = ''
+  /** The control API's handlers, also called directly when the pipeline acts on this host. */
+  handlers: Record<string, ControlHandler> = {}
   /** Set once placement runs here: turns a reservation into running VMs (or frees it). */
   releaseReservation?: (reservationId: string) => void
   /** Ids of manifests this host holds completely, advertised so others know where to fetch. */
@@ -113,7 +116,8 @@ export class Agent {
       },
       log: (level, msg) => { this.log.log(level, msg) }
     })
-    this.control = new ControlServer(controlHandlers(this), this.membership.counters, this.log)
+    this.handlers = controlHandlers(this)
+    this.control = new ControlServer(this.handlers, this.membership.counters, this.log)
     try {
       await this.control.listenUnix(this.socketPath)
     } catch (err) {

@@ -7,6 +7,7 @@ import { clientFor, defaultDataDir, targetOptionSpec } from './options.js'
 import { membersCommand, statsCommand } from './commands.js'
 import { Shell } from './shell.js'
 import { parseVmArgs, runVmCommand, vmUsage } from './vm-commands.js'
+import { cloneCommand, cloneUsage, parseCloneArgs } from './clone-command.js'
 
 const USAGE = `vmesh: a masterless pool of virtual machines across a rack of Linux hosts
 
@@ -23,7 +24,7 @@ Usage:
   vmesh members [--json] [--status S]        every host: status, load, memory, disk, I/O, VMs
   vmesh stats [--json]                       the agent's counters (rejected input, probes)
   vmesh shell                                interactive shell with live "watch"
-${vmUsage}
+${vmUsage}${cloneUsage}
 Every command but keygen and agent talks to an agent: the local one (--data-dir DIR) or any
 member (--peer MULTIADDR --cluster-key FILE). VMESH_DATA_DIR and VMESH_CLUSTER_KEY set defaults.
 `
@@ -61,6 +62,10 @@ export async function main (argv: string[]): Promise<number> {
           await client.close()
         }
         return 0
+      }
+      case 'clone': {
+        const parsed = parseCloneArgs(rest)
+        return await withClient(parsed.values, async (c) => await cloneCommand(c, parsed))
       }
       case 'create':
       case 'vms':

@@ -1,0 +1,176 @@
+// `vmesh clone N VM` at any peer: find the source host, take a live snapshot there, elect where
+// the clones go (with reservations), stream the snapshot from the source to the winners through
+// the swarm, restore the clones on each winner, and re-place the clones of a winner that fails.
+import type { vmesh } from '@vmesh/wire'
+import type { Agent } from './agent.js'
+import { ControlError } from './control-server.js'
+import type { ControlContext, ControlReply } from './control-server.js'
+import { callHost } from './host-call.js'
+import type { HostRef } from './host-call.js'
+
+export const MAX_CLONES = 64
+/** Rounds of election + transfer + restore before the command gives up on what is left. */
+const MAX_ROUNDS = 3
+const VM_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/
+
+/** What a clone needs from a host, for the election. */
+export interface CloneTask {
+  cpus: number
+  memMiB: number
+  /** Disk a clone's overlay may grow to, plus the snapshot bytes the host lacks (bid-side). */
+  diskBytes: number
+  manifestId: string
+  accel?: string
+}
+
+export interface Assignment {
+  host: HostRef
+  count: number
+  reservationId: string
+}
+
+export interface ElectionOutcome {
+  assignments: Assignment[]
+  /** Clones that could not be placed. */
+  unplaced: number
+  /** One line per host that refused or did not answer, for a person. */
+  reasons: string[]
+}
+
+/** The placement election, as the pipeline sees it. */
+export interface Elector {
+  elect: (task: CloneTask, count: number, opts: { policy: 'spread' | 'pack', partial: boolean, exclude: Set<string>, signal: AbortSignal }) => Promise<ElectionOutcome>
+  /** Frees a reservation the pipeline will not use (the transfer to that host failed). */
+  release: (assignment: Assignment) => Promise<void>
+}
+
+interface VmRef { host: HostRef, cpus: number, memMiB: number }
+
+function findVm (agent: Agent, vm: string): VmRef | undefined {
+  const local = agent.vms.local().find((v) => v.name === vm)
+  if (local !== undefined) return { host: { peerId: agent.node.peerId, name: agent.name }, cpus: local.cpus, memMiB: local.memMiB }
+  for (const e of agent.membership.view.others('alive')) {
+    const v = e.advert.vms.find((x) => x.name === vm)
+    if (v !== undefined) return { host: { peerId: e.peerId, name: e.advert.name }, cpus: v.cpus ?? 1, memMiB: v.memMib ?? 0 }
+  }
+  return undefined
+}
+
+/** Names vm-1, vm-2, ... that no VM in the cluster has yet. */
+export function cloneNames (vm: string, count: number, taken: Set<string>): string[] {
+  const out: string[] = []
+  for (let k = 1; out.length < count; k++) {
+    const name = `${vm}-${k}`
+    if (name.length > 63) throw new ControlError('BAD_REQUEST', `VM name "${vm}" is too long to number its clones`)
+    if (!taken.has(name)) out.push(name)
+  }
+  return out
+}
+
+function allVmNames (agent: Agent): Set<string> {
+  const names = new Set(agent.vms.local().map((v) => v.name))
+  for (const e of agent.membership.view.list()) for (const v of e.advert.vms) names.add(v.name ?? '')
+  return names
+}
+
+export async function runClone (agent: Agent, elector: Elector, ctx: ControlContext): Promise<ControlReply> {
+  const req = ctx.request.clone as vmesh.v1.CloneRequest
+  const t0 = Date.now()
+  const vm = req.vm
+  if (!VM_NAME_RE.test(vm)) throw new ControlError('BAD_REQUEST', `VM name "${vm.slice(0, 80)}" is not valid`)
+  if (req.count < 1 || req.count > MAX_CLONES) throw new ControlError('BAD_REQUEST', `clone count ${req.count}: use 1 to ${MAX_CLONES}`)
+  const policy = req.policy === '' ? 'spread' : req.policy
+  if (policy !== 'spread' && policy !== 'pack') throw new ControlError('BAD_REQUEST', `--policy ${policy}: use spread or pack`)
+  const source = findVm(agent, vm)
+  if (source === undefined) throw new ControlError('NOT_FOUND', `no running VM named "${vm}" in the cluster; "vmesh vms" lists them`)
+  const progress = async (p: vmesh.v1.CloneProgress.$Properties): Promise<void> => { await ctx.send({ cloneProgress: p }).catch(() => {}) }
+  const notes: string[] = []
+
+  // 1. Live snapshot on the source host.
+  await progress({ phase: 'snapshot', host: source.host.name, state: 'running', message: `snapshotting ${vm} on ${source.host.name}` })
+  const snap = (await callHost(agent, source.host, { vmSnapshot: { vm } }, { signal: ctx.signal })).vmSnapshot
+  const manifestId = snap?.manifestId ?? ''
+  if (snap == null || manifestId === '') throw new ControlError('SNAPSHOT_FAILED', `${source.host.name} returned no snapshot`)
+  const snapshotBytes = (snap.layers ?? []).reduce((s, l) => s + Number(l.size ?? 0), 0)
+  const pauseMs = snap.pauseMs ?? 0
+  await progress({ phase: 'snapshot', host: source.host.name, state: 'done', message: `snapshot ${manifestId.slice(0, 12)}: ${(snapshotBytes / 1048576).toFixed(0)} MiB, source paused ${pauseMs.toFixed(1)} ms` })
+
+  const task: CloneTask = { cpus: source.cpus, memMiB: source.memMiB, diskBytes: snapshotBytes, manifestId }
+  let pending = cloneNames(vm, req.count, allVmNames(agent))
+  const results: vmesh.v1.CloneResult.$Properties[] = []
+  const exclude = new Set<string>()
+  let egress = 0
+  let transferMs = 0
+
+  for (let round = 1; round <= MAX_ROUNDS && pending.length > 0 && !ctx.signal.aborted; round++) {
+    // 2. Election with reservations.
+    await progress({ phase: round === 1 ? 'elect' : 'replan', state: 'running', message: `electing hosts for ${pending.length} clone(s)` })
+    const election = await elector.elect(task, pending.length, { policy, partial: req.partial || round > 1, exclude, signal: ctx.signal })
+    notes.push(...election.reasons)
+    if (election.assignments.length === 0 || (election.unplaced > 0 && !req.partial && round === 1)) {
+      for (const a of election.assignments) await elector.release(a).catch(() => {})
+      if (round === 1) {
+        throw new ControlError('NO_CAPACITY', `the cluster cannot take ${pending.length} clone(s) of ${vm} (${source.cpus} vCPU, ${source.memMiB} MiB):\n  ${election.reasons.join('\n  ') || 'no candidate host'}\nuse --partial to place as many as fit`)
+      }
+      break
+    }
+    const plan = election.assignments.map((a) => ({ a, names: pending.splice(0, a.count) }))
+    for (const p of plan) await progress({ phase: 'reserve', host: p.a.host.name, state: 'done', message: `${p.a.host.name}: reserved ${p.a.count} clone(s)` })
+
+    // 3. Transfer from the source to every winner at once (the swarm makes it one upload).
+    const tTransfer = Date.now()
+    const push = (await callHost(agent, source.host, { imagePush: { ref: manifestId, hosts: plan.map((p) => p.a.host.peerId.toString()).join(',') } }, {
+      signal: ctx.signal,
+      onProgress: (r) => {
+        const t = r.transferProgress
+        if (t != null) void progress({ phase: 'transfer', host: t.hostName, state: t.state, bytesDone: t.bytesDone, bytesTotal: t.bytesTotal, rateBytesPerS: t.rateBytesPerS, etaMs: t.etaMs })
+      }
+    })).imagePush
+    transferMs += Date.now() - tTransfer
+    egress += Number(push?.sourceEgressBytes ?? 0)
+    const failed = new Map<string, string>()
+    for (const h of push?.hosts ?? []) if (h.state !== 'done') failed.set(h.hostName ?? '', h.error != null && h.error !== '' ? h.error : (h.state ?? 'failed'))
+
+    // 4. Restore on each winner that holds the snapshot; the others' clones go back in the queue.
+    await Promise.all(plan.map(async ({ a, names }) => {
+      const why = failed.get(a.host.name)
+      if (why !== undefined) {
+        exclude.add(a.host.peerId.toString())
+        pending.push(...names)
+        notes.push(`${a.host.name}: transfer failed (${why}); its ${names.length} clone(s) re-placed`)
+        await elector.release(a).catch(() => {})
+        return
+      }
+      try {
+        const reply = await callHost(agent, a.host, { cloneRestore: { manifestId, names, reservationId: a.reservationId } }, {
+          signal: ctx.signal,
+          onProgress: (r) => { if (r.cloneProgress != null) void progress(r.cloneProgress) }
+        })
+        for (const c of reply.cloneRestore?.clones ?? []) {
+          results.push({ ...c, ms: Date.now() - t0 })
+          if (c.state !== 'running') notes.push(`${c.name ?? ''} on ${a.host.name} failed to start: ${c.error ?? ''}`)
+        }
+      } catch (err) {
+        exclude.add(a.host.peerId.toString())
+        pending.push(...names)
+        notes.push(`${a.host.name}: restore failed (${(err as Error).message}); its ${names.length} clone(s) re-placed`)
+      }
+    }))
+  }
+  for (const name of pending) results.push({ name, host: '', state: 'failed', error: 'not placed', ms: Date.now() - t0 })
+  await progress({ phase: 'done', state: 'done', message: `${results.filter((r) => r.state === 'running').length} of ${req.count} clone(s) running` })
+  return {
+    clone: {
+      source: vm,
+      sourceHost: source.host.name,
+      manifestId,
+      clones: results,
+      notes,
+      elapsedMs: Date.now() - t0,
+      sourcePauseMs: pauseMs,
+      snapshotBytes,
+      sourceEgressBytes: egress,
+      transferMs
+    }
+  }
+}
