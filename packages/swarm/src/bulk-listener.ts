@@ -76,10 +76,11 @@ export class BulkListener {
     if (this.expected.size >= this.maxPendingTickets) throw new Error(`bulk listener already waits for ${this.expected.size} connections; raise maxPendingTickets or let offers expire`)
     const id = Buffer.from(ticket).toString('hex')
     if (this.expected.has(id)) throw new Error('bulk ticket registered twice')
+    const { host, port } = this.address
     return await new Promise<BulkChannel>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.expected.delete(id)
-        reject(new Error(`bulk peer did not connect within ${ttlMs} ms of the offer; it may be unreachable at ${this.address.host}:${this.address.port}`))
+        reject(new Error(`bulk peer did not connect within ${ttlMs} ms of the offer; it may be unable to reach ${host}:${port}`))
       }, ttlMs)
       timer.unref()
       this.expected.set(id, { keys, timer, resolve, reject })
