@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CounterWatch, counterValues, guestImage, QemuImg, VmDriver, type GuestImage, type Snapshot } from '@vmesh/hypervisor'
@@ -156,6 +156,22 @@ describe.skipIf(skipReason !== undefined)('hypervisor on real QEMU', () => {
     expect(h.memKiB).toBeGreaterThanOrEqual(before.memKiB + 100 * 1024)
   })
 
+  it('snapshots a hot-plugged clone and restores it with the same vCPUs and memory (clone of a clone)', async () => {
+    const s2 = await driver.snapshot('clone-a')
+    expect(s2.layers.filter((l) => l.kind === 'memory').map((l) => l.id)).toEqual(['pc.ram', 'mem-dimm0'])
+    const at = (await driver.health('clone-a')).counter
+    const r = await driver.restore({ snapshot: s2, name: 'clone-a2', hostname: 'grandchild' })
+    const h = await driver.health('clone-a2')
+    expect(h.hostname).toBe('grandchild')
+    expect(h.cpus).toBe(2)
+    expect(h.memKiB).toBeGreaterThanOrEqual((await driver.health('clone-a')).memKiB - 1024)
+    expect(h.counter).toBeGreaterThanOrEqual(at - 1)
+    expect(r.vm.cpus).toBe(2)
+    expect(await driver.loadSnapshot(s2.id)).toEqual(s2)
+    await expect(driver.deleteSnapshot(s2.id)).rejects.toThrow(/in use by clone-a, clone-a2/)
+    await driver.destroy('clone-a2')
+  })
+
   it('destroying the source leaves its clones and snapshot layers intact; destroy leaves nothing behind', async () => {
     const srcPid = (await driver.get('src')).pid
     await driver.destroy('src')
@@ -170,6 +186,10 @@ describe.skipIf(skipReason !== undefined)('hypervisor on real QEMU', () => {
     for (const pid of pids) expect(alive(pid)).toBe(false)
     expect(await driver.list()).toEqual([])
     for (const name of clones) expect(existsSync(driver.vmDir(name))).toBe(false)
+    // Nothing uses the snapshots any more: they can go, and with them every file we made.
+    for (const s of await driver.listSnapshots()) await driver.deleteSnapshot(s.id)
+    expect(readdirSync(join(dataDir, 'snapshots'))).toEqual([])
+    expect(readdirSync(join(dataDir, 'vms'))).toEqual([])
   })
 
   it('bad input fails clearly and leaves nothing behind', async () => {

@@ -2,7 +2,7 @@
 // snapshot, restore of clones, identity, hot-plug, destroy, and the demo guest image.
 export { detectAccelerator, chooseAccelerator, probeAccelerator, parseCpuFlags } from './accelerator.js'
 export type { Accelerator, AcceleratorChoice, AcceleratorProbe } from './accelerator.js'
-export { VmDriver } from './vm-driver.js'
+export { VmDriver, parseSnapshot } from './vm-driver.js'
 export type { VmDriverOptions, CreateOptions, Snapshot, SnapshotLayer, LayerKind, RestoreOptions, RestoreResult, VmInfo, HotplugRequest } from './vm-driver.js'
 export { GuestChannel, parseHealth } from './guest-channel.js'
 export type { GuestHealth, RunResult } from './guest-channel.js'

@@ -20,7 +20,7 @@ import { checkMac, MAIN_RAM_ID, randomMac, totalCpus, totalMemMiB, type DiskLaye
 import { FIRST_NIC_SLOT, pciAddr, qemuArgs, ramBlocks, shellQuote } from './qemu-args.js'
 import { QemuImg } from './qemu-img.js'
 import { isOurQemu, processMemory, startQemu, stopQemu } from './qemu-process.js'
-import { QmpClient, type QmpEvent } from './qmp-client.js'
+import { QmpClient, QmpError, type QmpEvent } from './qmp-client.js'
 import { readState, writeState, type VmState } from './vm-state.js'
 
 export interface VmDriverOptions {
@@ -128,6 +128,8 @@ export class VmDriver {
   private readonly img: QemuImg
   private readonly log: (line: string) => void
   private readonly qmps = new Map<string, QmpClient>()
+  /** One operation at a time per VM: a snapshot and a hot-plug on one QEMU must not interleave. */
+  private readonly locks = new Map<string, Promise<unknown>>()
 
   constructor(private readonly opts: VmDriverOptions) {
     this.dataDir = opts.dataDir
@@ -140,6 +142,10 @@ export class VmDriver {
   // ---- create -------------------------------------------------------------------------------
 
   async create(o: CreateOptions): Promise<VmInfo> {
+    return this.serial(o.name, () => this.createUnlocked(o))
+  }
+
+  private async createUnlocked(o: CreateOptions): Promise<VmInfo> {
     const layout = new VmLayout(this.dataDir, o.name)
     const image = typeof o.image === 'string' ? { disk: o.image } : (o.image ?? (await guestImage({ log: this.log })))
     const cpus = o.cpus ?? 1
@@ -206,6 +212,10 @@ export class VmDriver {
 
   /** Live copy-on-write snapshot of a running VM; the VM keeps running on a new overlay. */
   async snapshot(name: string, opts: { id?: string } = {}): Promise<Snapshot> {
+    return this.serial(name, () => this.snapshotUnlocked(name, opts))
+  }
+
+  private async snapshotUnlocked(name: string, opts: { id?: string }): Promise<Snapshot> {
     const t0 = performance.now()
     const layout = new VmLayout(this.dataDir, name)
     const state = await this.runningState(name)
@@ -260,7 +270,7 @@ export class VmDriver {
       diskSwitched = true
       await q.execute('migrate-continue', { state: 'pre-switchover' })
       await this.waitMigration(q, 'completed', since, 60_000)
-      await q.execute('cont')
+      await this.contAfterMigration(q)
       const stop = await q.waitEvent('STOP', () => true, 5000, since)
       const resume = await q.waitEvent('RESUME', () => true, 5000, since)
       const mig = await q.execute<{ downtime?: number }>('query-migrate')
@@ -332,6 +342,10 @@ export class VmDriver {
 
   /** Starts a clone from snapshot layers (any paths), with its own name, hostname, MAC and vmgenid. */
   async restore(o: RestoreOptions): Promise<RestoreResult> {
+    return this.serial(o.name, () => this.restoreUnlocked(o))
+  }
+
+  private async restoreUnlocked(o: RestoreOptions): Promise<RestoreResult> {
     const layout = new VmLayout(this.dataDir, o.name)
     const snap = o.snapshot
     if (snap.version !== 1) throw new Error(`snapshot ${snap.id}: unsupported version ${String(snap.version)}`)
@@ -384,8 +398,10 @@ export class VmDriver {
       this.log(`vm ${o.name}: restored from ${snap.id} in ${restoreMs} ms, identity in ${identityMs} ms`)
       return { vm: await this.info(state, true), restoreMs, identityMs }
     } catch (err) {
+      const dead = state.pid !== 0 && !(await isOurQemu(state.pid, layout.dir))
+      const tail = dead ? (await readFile(layout.console, 'utf8').catch(() => '')).trim().split('\n').slice(-8).join(' | ') : ''
       await this.discard(layout, state.pid)
-      throw new Error(`restore of ${o.name} from ${snap.id} failed: ${(err as Error).message}`)
+      throw new Error(`restore of ${o.name} from ${snap.id} failed: ${(err as Error).message}${dead ? `; QEMU exited, console ends with: ${tail || '(empty)'}` : ''}`)
     }
   }
 
@@ -402,7 +418,7 @@ export class VmDriver {
     spec.nics = [...old, { id: nicId, mac: newMac, slot }]
     await writeState(layout.state, state)
     // Set the identity in the guest first: it also proves the guest is alive after restore.
-    await new GuestChannel(layout.controlSocket).setIdentity(name, state.hostname, 30_000)
+    await retry(() => new GuestChannel(layout.controlSocket).setIdentity(name, state.hostname, 5000), 45_000)
     for (const nic of old) {
       const since = q.events.length
       await q.execute('device_del', { id: nic.id })
@@ -425,6 +441,10 @@ export class VmDriver {
   // ---- hot-plug -----------------------------------------------------------------------------
 
   async hotplug(name: string, req: HotplugRequest): Promise<VmInfo> {
+    return this.serial(name, () => this.hotplugUnlocked(name, req))
+  }
+
+  private async hotplugUnlocked(name: string, req: HotplugRequest): Promise<VmInfo> {
     const layout = new VmLayout(this.dataDir, name)
     const state = await this.runningState(name)
     const spec = state.spec
@@ -475,6 +495,10 @@ export class VmDriver {
 
   /** Kills the VM's QEMU and deletes its directory (overlays, sockets, logs). Snapshots stay. */
   async destroy(name: string): Promise<void> {
+    return this.serial(name, () => this.destroyUnlocked(name))
+  }
+
+  private async destroyUnlocked(name: string): Promise<void> {
     const layout = new VmLayout(this.dataDir, name)
     if (!(await exists(layout.dir))) throw new Error(`no VM named "${name}" on this host`)
     const state = await readState(layout.state).catch(() => undefined)
@@ -537,7 +561,59 @@ export class VmDriver {
     this.qmps.clear()
   }
 
+  // ---- snapshots on disk --------------------------------------------------------------------
+
+  /** Reads a snapshot this host took (its snapshot.json), checking that its layers are all there. */
+  async loadSnapshot(id: string): Promise<Snapshot> {
+    const layout = new SnapshotLayout(this.dataDir, id)
+    const text = await readFile(layout.manifest, 'utf8').catch(() => {
+      throw new Error(`no snapshot ${id} on this host`)
+    })
+    const snap = parseSnapshot(text)
+    for (const l of snap.layers) {
+      const st = await stat(l.path).catch(() => undefined)
+      if (st?.size !== l.size) throw new Error(`snapshot ${id}: ${l.kind} layer ${l.path} is ${st ? `${st.size} bytes, expected ${l.size}` : 'missing'}`)
+    }
+    return snap
+  }
+
+  async listSnapshots(): Promise<Snapshot[]> {
+    const ids = await readdir(join(this.dataDir, 'snapshots')).catch(() => [] as string[])
+    const out: Snapshot[] = []
+    for (const id of ids.sort()) {
+      const snap = await this.loadSnapshot(id).catch(() => undefined)
+      if (snap) out.push(snap)
+    }
+    return out
+  }
+
+  /** Deletes a snapshot's files, refusing while a VM here still uses one of its disk layers. */
+  async deleteSnapshot(id: string): Promise<void> {
+    const layout = new SnapshotLayout(this.dataDir, id)
+    if (!(await exists(layout.dir))) throw new Error(`no snapshot ${id} on this host`)
+    const users: string[] = []
+    for (const n of await readdir(vmsDir(this.dataDir)).catch(() => [] as string[])) {
+      const st = await readState(new VmLayout(this.dataDir, n).state).catch(() => undefined)
+      const paths = [...(st?.spec.diskLayers.map((l) => l.path) ?? []), ...Object.values(st?.ramFiles ?? {})]
+      if (paths.some((p) => p.startsWith(layout.dir + '/'))) users.push(n)
+    }
+    if (users.length) throw new Error(`snapshot ${id} is in use by ${users.join(', ')}; destroy those VMs first`)
+    await rm(layout.dir, { recursive: true, force: true })
+  }
+
   // ---- internals ----------------------------------------------------------------------------
+
+  private serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(name) ?? Promise.resolve()
+    const run = prev.then(fn, fn)
+    const tail = run.catch(() => {})
+    this.locks.set(name, tail)
+    void tail.then(() => {
+      if (this.locks.get(name) === tail) this.locks.delete(name)
+    })
+    return run
+  }
+
 
   private async launch(layout: VmLayout, state: VmState, ram: RamBacking, incoming: boolean, paused = false): Promise<void> {
     const args = qemuArgs({
@@ -596,6 +672,20 @@ export class VmDriver {
     if (ev.data.status !== want) {
       const m = await q.execute<{ 'error-desc'?: string }>('query-migrate').catch(() => ({}) as { 'error-desc'?: string })
       throw new Error(`migration ${String(ev.data.status)}: ${m['error-desc'] ?? 'no reason given'}`)
+    }
+  }
+
+  /** `cont` right after MIGRATION completed can race QEMU's cleanup (run state still finish-migrate). */
+  private async contAfterMigration(q: QmpClient): Promise<void> {
+    const deadline = Date.now() + 5000
+    for (;;) {
+      try {
+        await q.execute('cont')
+        return
+      } catch (err) {
+        if (!(err instanceof QmpError) || !/not finalized/i.test(err.desc) || Date.now() > deadline) throw err
+        await new Promise((r) => setImmediate(r))
+      }
     }
   }
 
@@ -673,6 +763,36 @@ export class VmDriver {
     }
     if (state.source) info.source = state.source
     return info
+  }
+}
+
+const LAYER_KINDS: ReadonlySet<string> = new Set(['disk-base', 'disk-delta', 'memory', 'device-state', 'boot'])
+
+/** Parses and checks a snapshot description (from disk or from another host's manifest). */
+export function parseSnapshot(text: string): Snapshot {
+  const j = JSON.parse(text) as Snapshot
+  if (j.version !== 1) throw new Error(`snapshot: unsupported version ${String(j.version)}`)
+  if (typeof j.id !== 'string' || !Array.isArray(j.layers) || typeof j.machine !== 'object' || j.machine === null) throw new Error('snapshot: missing id, layers or machine')
+  if (j.layers.length > 1024) throw new Error(`snapshot ${j.id}: too many layers (${j.layers.length})`)
+  for (const l of j.layers) {
+    if (!LAYER_KINDS.has(l.kind) || typeof l.path !== 'string' || !Number.isSafeInteger(l.size) || l.size < 0) throw new Error(`snapshot ${j.id}: malformed layer ${JSON.stringify(l).slice(0, 200)}`)
+  }
+  return j
+}
+
+/**
+ * Retries an idempotent guest request. Each attempt opens a new connection, and a reconnect also
+ * wakes a guest whose control loop missed the previous one (seen rarely on busy TCG hosts).
+ */
+async function retry<T>(fn: () => Promise<T>, totalMs: number): Promise<T> {
+  const deadline = Date.now() + totalMs
+  for (;;) {
+    try {
+      return await fn()
+    } catch (err) {
+      if (Date.now() > deadline) throw err
+      await new Promise((r) => setTimeout(r, 200))
+    }
   }
 }
 
