@@ -12,6 +12,8 @@ import { CONTROL_SOCKET } from './control-protocol.js'
 import { ControlServer } from './control-server.js'
 import type { ControlHandler } from './control-server.js'
 import { controlHandlers } from './control-handlers.js'
+import { startSwarm } from './image-handlers.js'
+import type { SwarmService } from '@vmesh/swarm'
 import { Logger } from './logger.js'
 import type { LogLevel } from './logger.js'
 
@@ -53,6 +55,8 @@ export class Agent {
   releaseReservation?: (reservationId: string) => void
   /** Ids of manifests this host holds completely, advertised so others know where to fetch. */
   completeManifests: string[] = []
+  /** Moves manifests' chunks between hosts (image push, clone transfers). */
+  swarm!: SwarmService
   private control!: ControlServer
   private stopping: Promise<void> | undefined
 
@@ -116,6 +120,7 @@ export class Agent {
       },
       log: (level, msg) => { this.log.log(level, msg) }
     })
+    this.swarm = await startSwarm(this)
     this.handlers = controlHandlers(this)
     this.control = new ControlServer(this.handlers, this.membership.counters, this.log)
     try {
@@ -142,6 +147,7 @@ export class Agent {
       if (leave) await this.membership.leave().catch(() => {})
       else this.membership.stop()
       await this.control.close(this.socketPath)
+      await this.swarm?.stop()
       await this.node.stop()
       this.log.info('agent stopped')
     })()

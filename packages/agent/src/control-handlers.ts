@@ -3,6 +3,7 @@ import type { Agent } from './agent.js'
 import type { ControlHandler } from './control-server.js'
 import { membersReply } from './members.js'
 import { vmHandlers } from './vm-handlers.js'
+import { imageHandlers } from './image-handlers.js'
 import { cloneRestoreHandler } from './clone-restore.js'
 
 /** How often a watch may redraw at most; bursts of gossip coalesce into one update. */
@@ -13,6 +14,7 @@ const WATCH_REFRESH_MS = 1000
 export function controlHandlers (agent: Agent): Record<string, ControlHandler> {
   return {
     ...vmHandlers(agent),
+    ...imageHandlers(agent),
     cloneRestore: cloneRestoreHandler(agent),
     members: async () => ({ members: membersReply(agent.membership) }),
 

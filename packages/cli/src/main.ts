@@ -8,6 +8,7 @@ import { membersCommand, statsCommand } from './commands.js'
 import { Shell } from './shell.js'
 import { parseVmArgs, runVmCommand, vmUsage } from './vm-commands.js'
 import { cloneCommand, cloneUsage, parseCloneArgs } from './clone-command.js'
+import { imageCommand, IMAGE_USAGE } from './image-commands.js'
 
 const USAGE = `vmesh: a masterless pool of virtual machines across a rack of Linux hosts
 
@@ -24,7 +25,7 @@ Usage:
   vmesh members [--json] [--status S]        every host: status, load, memory, disk, I/O, VMs
   vmesh stats [--json]                       the agent's counters (rejected input, probes)
   vmesh shell                                interactive shell with live "watch"
-${vmUsage}${cloneUsage}
+${vmUsage}${cloneUsage}${IMAGE_USAGE}
 Every command but keygen and agent talks to an agent: the local one (--data-dir DIR) or any
 member (--peer MULTIADDR --cluster-key FILE). VMESH_DATA_DIR and VMESH_CLUSTER_KEY set defaults.
 `
@@ -63,6 +64,8 @@ export async function main (argv: string[]): Promise<number> {
         }
         return 0
       }
+      case 'image':
+        return await imageCommand(rest)
       case 'clone': {
         const parsed = parseCloneArgs(rest)
         return await withClient(parsed.values, async (c) => await cloneCommand(c, parsed))

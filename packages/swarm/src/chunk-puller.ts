@@ -1,0 +1,328 @@
+// A target's side of a transfer: fetches every chunk of a manifest that the store lacks, over one
+// link to each other participant. Rules, in order:
+//   - a chunk some other target has is fetched from that target (relay), never from a seed;
+//   - a chunk no target has yet is fetched from a seed only if it is in this target's stripe
+//     (the coordinator's plan; it grows when another target dies), else we wait for its owner;
+//   - safety net: with nothing in flight and no progress for stallFallbackMs, any missing chunk
+//     may come from a seed.
+// Requests are pipelined (perLinkInflight per link); replies are verified by the store's put()
+// before anything else sees them; a link that fails is dropped, its requests re-queued, and it
+// is re-opened after relinkDelayMs (the peer may have restarted).
+import type { Connection, PeerId } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { streamChannel, type MessageChannel } from '@vmesh/wire'
+import { CorruptChunkError } from '@vmesh/store'
+import { Bitfield } from './bitfield.js'
+import { acceptBulkOffer } from './bulk-offer.js'
+import type { BulkChannel } from './bulk-channel.js'
+import { encodeRequest, readReplies } from './chunk-wire.js'
+import { CHUNK_PROTOCOL, checkChunkCount, checkIndices, decodeHave, decodeLinkFrame, encodeLink, SWARM_VERSION, SwarmProtocolError, swarmLimits } from './swarm-protocol.js'
+import type { ManifestInfo, SwarmContext } from './swarm-context.js'
+
+export interface PullPeer {
+  id: string
+  peerId: PeerId
+  name: string
+  seed: boolean
+  addrs: Multiaddr[]
+}
+
+const LINK_TIMEOUT_MS = 10_000
+
+class Link {
+  state: 'idle' | 'opening' | 'open' | 'down' = 'idle'
+  have: Bitfield
+  /** Indices requested and not yet answered, in request order (the server answers in order). */
+  inflight: number[] = []
+  bulk: BulkChannel | undefined
+  ch: MessageChannel | undefined
+  failures = 0
+
+  constructor (readonly peer: PullPeer, count: number) {
+    this.have = new Bitfield(count)
+  }
+}
+
+export class ChunkPull {
+  /** Chunks held (at start or since). */
+  readonly have: Bitfield
+  readonly stripe: Bitfield
+  bytesDone = 0
+  bytesFetched = 0
+  readonly bytesTotal: number
+  private todo: number[] = []
+  private heldSinceCompact = 0
+  private readonly requested = new Set<number>()
+  private readonly links: Link[] = []
+  private pendingPuts = 0
+  private readonly putWaiters: Array<() => void> = []
+  private lastProgressAt = Date.now()
+  private scheduled = false
+  private finished = false
+  private failure: Error | undefined
+  private readonly timers = new Set<NodeJS.Timeout>()
+  private tick: NodeJS.Timeout | undefined
+  private resolveDone!: () => void
+  private rejectDone!: (e: Error) => void
+  readonly done: Promise<void>
+  private rotate = 0
+
+  constructor (private readonly ctx: SwarmContext, readonly info: ManifestInfo, peers: PullPeer[]) {
+    const n = info.chunks.length
+    this.have = new Bitfield(n)
+    this.stripe = new Bitfield(n)
+    this.bytesTotal = info.storedBytes
+    info.chunks.forEach((c, i) => {
+      if (ctx.store.has(c.hash)) { this.have.set(i); this.bytesDone += c.size } else this.todo.push(i)
+    })
+    for (const p of peers) if (p.id !== ctx.selfId) this.links.push(new Link(p, n))
+    this.done = new Promise<void>((resolve, reject) => { this.resolveDone = resolve; this.rejectDone = reject })
+    this.done.catch(() => {})
+  }
+
+  get complete (): boolean {
+    return this.have.full
+  }
+
+  /** Starts fetching (after the plan arrived). */
+  start (): void {
+    if (this.checkDone()) return
+    for (const l of this.links) void this.open(l)
+    this.tick = setInterval(() => this.schedule(), 500)
+  }
+
+  /** Adds chunks to this target's stripe (the plan, or a dead target's share). */
+  addStripe (indices: Iterable<number>): void {
+    for (const i of indices) this.stripe.set(i)
+    this.schedule()
+  }
+
+  /** Stops at once; done rejects with `reason`. */
+  stop (reason: Error): void {
+    if (this.finished) return
+    this.failure = reason
+    this.finish()
+    this.rejectDone(reason)
+  }
+
+  private finish (): void {
+    this.finished = true
+    if (this.tick !== undefined) clearInterval(this.tick)
+    for (const t of this.timers) clearTimeout(t)
+    this.timers.clear()
+    for (const l of this.links) void this.closeLink(l)
+  }
+
+  private checkDone (): boolean {
+    if (this.finished) return true
+    if (!this.have.full || this.pendingPuts > 0) return false
+    this.finish()
+    this.resolveDone()
+    return true
+  }
+
+  // --- links ---------------------------------------------------------------------------------
+
+  private async open (link: Link): Promise<void> {
+    if (this.finished || link.state === 'opening' || link.state === 'open') return
+    link.state = 'opening'
+    const { ctx, info } = this
+    try {
+      if (link.peer.addrs.length > 0) await ctx.node.peerStore.merge(link.peer.peerId, { multiaddrs: link.peer.addrs }).catch(() => {})
+      const conn: Connection = await ctx.node.dial(link.peer.peerId, { signal: AbortSignal.timeout(LINK_TIMEOUT_MS) })
+      const stream = await conn.newStream(CHUNK_PROTOCOL, { signal: AbortSignal.timeout(LINK_TIMEOUT_MS) })
+      const ch = streamChannel(stream, swarmLimits.linkFrameBytes)
+      link.ch = ch
+      await ch.send(encodeLink({ open: { version: SWARM_VERSION, manifestId: Buffer.from(info.id, 'hex') } }))
+      const frame = await ch.recv(LINK_TIMEOUT_MS)
+      if (frame === undefined) throw new Error('the peer closed the link without answering')
+      const f = decodeLinkFrame(frame)
+      if (f.body === 'error' && f.error != null) throw new Error(`${f.error.code}: ${(f.error.message ?? '').slice(0, swarmLimits.maxErrorChars)}`)
+      const accept = f.accept
+      if (f.body !== 'accept' || accept == null) throw new SwarmProtocolError('link_accept', `expected accept, got ${f.body ?? 'nothing'}`)
+      if (checkChunkCount(accept.chunkCount ?? 0) !== info.chunks.length) throw new SwarmProtocolError('chunk_count', `peer counts ${accept.chunkCount} chunks, the manifest has ${info.chunks.length}`)
+      link.have = decodeHave(accept.have ?? new Uint8Array(0), info.chunks.length)
+      link.bulk = await acceptBulkOffer(accept.bulkOffer ?? new Uint8Array(0), { localPeer: ctx.selfId, remotePeer: link.peer.id, host: ipOf(conn.remoteAddr) })
+      if (this.finished) { void this.closeLink(link); return }
+      link.state = 'open'
+      link.failures = 0
+      void this.readHaves(link, ch)
+      void this.readReplies(link, link.bulk)
+      this.schedule()
+    } catch (err) {
+      this.linkDown(link, err as Error)
+    }
+  }
+
+  private linkDown (link: Link, err: Error): void {
+    if (link.state === 'down' || link.state === 'idle') return
+    const wasOpen = link.state === 'open'
+    link.state = 'down'
+    for (const i of link.inflight) this.requested.delete(i)
+    link.inflight = []
+    link.bulk?.destroy()
+    link.bulk = undefined
+    link.ch?.abort(err)
+    link.ch = undefined
+    if (err instanceof SwarmProtocolError) this.ctx.counters.inc(`swarm.rejected.pull.${err.reason}`)
+    if (this.finished) return
+    link.failures++
+    this.ctx.log.debug(`swarm ${this.info.id.slice(0, 12)}: link to ${link.peer.name || link.peer.id} ${wasOpen ? 'failed' : 'did not open'}: ${err.message}`)
+    const t = setTimeout(() => { this.timers.delete(t); void this.open(link) }, this.ctx.config.relinkDelayMs * Math.min(link.failures, 5))
+    this.timers.add(t)
+    this.schedule()
+  }
+
+  private async closeLink (link: Link): Promise<void> {
+    const { bulk, ch } = link
+    const graceful = link.state === 'open' && this.failure === undefined
+    link.state = 'idle'
+    link.bulk = undefined
+    link.ch = undefined
+    if (bulk !== undefined) {
+      if (graceful) await bulk.end().catch(() => bulk.destroy())
+      else bulk.destroy()
+    }
+    if (ch !== undefined) {
+      if (graceful) await ch.close().catch(() => {})
+      else ch.abort(this.failure ?? new Error('pull finished'))
+    }
+  }
+
+  private async readHaves (link: Link, ch: MessageChannel): Promise<void> {
+    try {
+      for (;;) {
+        const frame = await ch.recv()
+        if (frame === undefined) break
+        const f = decodeLinkFrame(frame)
+        if (f.body !== 'have' || f.have == null) throw new SwarmProtocolError('link_frame', `unexpected ${f.body ?? 'empty'} frame on an open link`)
+        for (const i of checkIndices(f.have.indices ?? [], this.info.chunks.length, swarmLimits.maxHaveUpdate, 'have update')) link.have.set(i)
+        this.schedule()
+      }
+      if (link.ch === ch && link.state === 'open' && !this.finished) this.linkDown(link, new Error('the peer closed the link'))
+    } catch (err) {
+      if (link.ch === ch && !this.finished) this.linkDown(link, err as Error)
+    }
+  }
+
+  private async readReplies (link: Link, bulk: BulkChannel): Promise<void> {
+    const { info, ctx } = this
+    try {
+      for await (const r of readReplies(bulk, info.maxChunkBytes)) {
+        const expected = link.inflight.shift()
+        if (expected !== r.index) throw new SwarmProtocolError('bulk_order', `peer answered chunk ${r.index}, expected ${expected ?? 'nothing'}`)
+        if (r.missing) {
+          link.have.clear(r.index)
+          this.requested.delete(r.index)
+          this.schedule()
+          continue
+        }
+        await ctx.download.take(r.data.length)
+        await this.putSlot()
+        void this.store(link, r.index, r.data)
+        this.schedule()
+      }
+    } catch (err) {
+      if (link.bulk === bulk && !this.finished) this.linkDown(link, err as Error)
+    }
+  }
+
+  private async putSlot (): Promise<void> {
+    while (this.pendingPuts >= this.ctx.config.maxPendingPuts) await new Promise<void>((resolve) => this.putWaiters.push(resolve))
+    this.pendingPuts++
+  }
+
+  private async store (link: Link, index: number, data: Buffer): Promise<void> {
+    const { ctx, info } = this
+    const chunk = info.chunks[index] as { hash: string, size: number }
+    try {
+      if (data.length !== chunk.size) throw new CorruptChunkError(chunk.hash, `${data.length} bytes`, 'received')
+      await ctx.store.put(chunk.hash, data)
+      if (this.have.set(index)) {
+        this.bytesDone += chunk.size
+        this.bytesFetched += chunk.size
+        this.heldSinceCompact++
+        ctx.counters.inc('swarm.fetched_bytes', chunk.size)
+      }
+      ctx.cache.addVerified(chunk.hash, data)
+      this.lastProgressAt = Date.now()
+      ctx.hub.emit('gained', info.id, index)
+    } catch (err) {
+      if (err instanceof CorruptChunkError) {
+        // The peer sent bytes that do not match: never use them, ask someone else.
+        ctx.counters.inc('swarm.rejected.corrupt_chunk')
+        link.have.clear(index)
+      } else {
+        this.stop(err as Error)
+      }
+    } finally {
+      this.requested.delete(index)
+      this.pendingPuts--
+      this.putWaiters.shift()?.()
+    }
+    if (!this.checkDone()) this.schedule()
+  }
+
+  // --- scheduling ----------------------------------------------------------------------------
+
+  private schedule (): void {
+    if (this.scheduled || this.finished) return
+    this.scheduled = true
+    queueMicrotask(() => {
+      this.scheduled = false
+      this.fill()
+    })
+  }
+
+  private fill (): void {
+    if (this.finished) return
+    const { config } = this.ctx
+    if (this.heldSinceCompact > 32) {
+      this.todo = this.todo.filter((i) => !this.have.has(i))
+      this.heldSinceCompact = 0
+    }
+    let total = this.links.reduce((n, l) => n + l.inflight.length, 0)
+    const stalled = total === 0 && this.pendingPuts === 0 && Date.now() - this.lastProgressAt > config.stallFallbackMs
+    // Relays first (their chunks cost the seeds nothing), starting at a rotating link.
+    const open = this.links.filter((l) => l.state === 'open')
+    const start = this.rotate++ % Math.max(1, open.length)
+    const ordered = [...open.slice(start), ...open.slice(0, start)].sort((a, b) => Number(a.peer.seed) - Number(b.peer.seed))
+    for (const link of ordered) {
+      const batch: number[] = []
+      while (link.inflight.length + batch.length < config.perLinkInflight && total < config.maxInflight) {
+        const i = this.pick(link, open, stalled)
+        if (i === undefined) break
+        this.requested.add(i)
+        batch.push(i)
+        total++
+      }
+      if (batch.length === 0) continue
+      link.inflight.push(...batch)
+      const bulk = link.bulk as BulkChannel
+      bulk.write(encodeRequest(batch)).catch((err: Error) => { if (link.bulk === bulk) this.linkDown(link, err) })
+      if (stalled && link.peer.seed) {
+        this.lastProgressAt = Date.now()
+        this.ctx.counters.inc('swarm.stall_fallback')
+      }
+    }
+  }
+
+  private pick (link: Link, open: Link[], stalled: boolean): number | undefined {
+    for (const i of this.todo) {
+      if (this.have.has(i) || this.requested.has(i) || !link.have.has(i)) continue
+      if (link.peer.seed) {
+        if (!this.stripe.has(i) && !stalled) continue
+        if (open.some((l) => !l.peer.seed && l.have.has(i))) continue
+      }
+      return i
+    }
+    return undefined
+  }
+}
+
+function ipOf (addr: Multiaddr): string | undefined {
+  for (const c of addr.getComponents()) {
+    if ((c.name === 'ip4' || c.name === 'ip6') && c.value !== undefined) return c.value
+  }
+  return undefined
+}

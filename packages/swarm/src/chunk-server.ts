@@ -1,0 +1,132 @@
+// Serves chunks of a manifest to one puller: answers ChunkLinkOpen with our have-map and a bulk
+// offer, tells the puller about chunks we gain while the link is open, and answers chunk requests
+// on the bulk channel in order. Only verified bytes leave (cache of verified chunks, or
+// readVerified); a chunk we lack or that fails verification is answered "missing".
+import type { Connection, Stream } from '@libp2p/interface'
+import { streamChannel, type MessageChannel } from '@vmesh/wire'
+import { isHash } from '@vmesh/store'
+import { Bitfield } from './bitfield.js'
+import { createBulkOffer } from './bulk-offer.js'
+import type { BulkChannel } from './bulk-channel.js'
+import { encodeReplyHeader, RequestParser } from './chunk-wire.js'
+import { decodeLinkFrame, encodeLink, SWARM_VERSION, SwarmProtocolError, swarmLimits } from './swarm-protocol.js'
+import type { ManifestInfo, SwarmContext } from './swarm-context.js'
+
+const OPEN_TIMEOUT_MS = 10_000
+
+export async function serveChunkLink (ctx: SwarmContext, stream: Stream, connection: Connection): Promise<void> {
+  const ch = streamChannel(stream, swarmLimits.linkFrameBytes)
+  const remote = connection.remotePeer.toString()
+  let info: ManifestInfo
+  try {
+    const frame = await ch.recv(OPEN_TIMEOUT_MS)
+    if (frame === undefined) return
+    const f = decodeLinkFrame(frame)
+    const open = f.open
+    if (f.body !== 'open' || open == null) throw new SwarmProtocolError('link_first', `a chunk link must start with open, got ${f.body ?? 'nothing'}`)
+    if (open.version !== SWARM_VERSION) throw new SwarmProtocolError('version', `swarm version ${open.version} is not supported (this agent speaks ${SWARM_VERSION})`)
+    const manifestId = open.manifestId ?? new Uint8Array(0)
+    if (manifestId.length !== 32) throw new SwarmProtocolError('manifest_id', 'manifest id must be 32 bytes')
+    const id = Buffer.from(manifestId).toString('hex')
+    if (!isHash(id) || !(await ctx.manifests.has(id))) {
+      await ch.send(encodeLink({ error: { code: 'NOT_FOUND', message: `this host has no manifest ${id.slice(0, 16)}…` } }))
+      await ch.close().catch(() => {})
+      return
+    }
+    info = await ctx.info(id)
+  } catch (err) {
+    rejectLink(ctx, ch, err, remote)
+    return
+  }
+  await new ChunkLinkServer(ctx, ch, info, remote).run()
+}
+
+function rejectLink (ctx: SwarmContext, ch: MessageChannel, err: unknown, remote: string): void {
+  const reason = err instanceof SwarmProtocolError ? err.reason : 'stream'
+  ctx.counters.inc(`swarm.rejected.link.${reason}`)
+  ctx.log.debug(`chunk link from ${remote}: ${(err as Error).message}`)
+  ch.abort(err as Error)
+}
+
+class ChunkLinkServer {
+  /** What the puller knows we have: announced at open or by HaveUpdate since. */
+  private readonly announced: Bitfield
+  private pendingHave: number[] = []
+  private flushQueued = false
+  private closed = false
+  private readonly onGained = (id: string, index: number): void => {
+    if (id !== this.info.id || this.closed || this.announced.has(index)) return
+    this.announced.set(index)
+    this.pendingHave.push(index)
+    if (!this.flushQueued) {
+      this.flushQueued = true
+      setImmediate(() => { void this.flushHave() })
+    }
+  }
+
+  constructor (private readonly ctx: SwarmContext, private readonly ch: MessageChannel, private readonly info: ManifestInfo, private readonly remote: string) {
+    this.announced = new Bitfield(info.chunks.length)
+  }
+
+  async run (): Promise<void> {
+    const { ctx, info } = this
+    // Subscribe before reading the store, so nothing gained in between is missed.
+    ctx.hub.on('gained', this.onGained)
+    let bulk: BulkChannel | undefined
+    try {
+      info.chunks.forEach((c, i) => { if (ctx.store.has(c.hash)) this.announced.set(i) })
+      const { offer, channel } = createBulkOffer(ctx.listener, { localPeer: ctx.selfId, remotePeer: this.remote })
+      await this.ch.send(encodeLink({ accept: { have: this.announced.encode(), chunkCount: info.chunks.length, bulkOffer: offer } }))
+      bulk = await channel
+      // The stream ending (puller gone) ends the link too.
+      let finished = false
+      const b = bulk
+      void this.ch.recv().then(() => { if (!finished) b.destroy() }, () => { if (!finished) b.destroy() })
+      await this.serve(bulk)
+      finished = true
+      await bulk.end().catch(() => {})
+    } catch (err) {
+      bulk?.destroy()
+      if (!this.closed) rejectLink(ctx, this.ch, err, this.remote)
+    } finally {
+      this.closed = true
+      ctx.hub.off('gained', this.onGained)
+      await this.ch.close().catch(() => {})
+    }
+  }
+
+  private async flushHave (): Promise<void> {
+    this.flushQueued = false
+    while (this.pendingHave.length > 0 && !this.closed) {
+      const indices = this.pendingHave.splice(0, swarmLimits.maxHaveUpdate)
+      try {
+        await this.ch.send(encodeLink({ have: { indices } }))
+      } catch {
+        this.closed = true
+      }
+    }
+  }
+
+  private async serve (bulk: BulkChannel): Promise<void> {
+    const { ctx, info } = this
+    const parser = new RequestParser(info.chunks.length)
+    for await (const piece of bulk) {
+      for (const indices of parser.push(piece)) {
+        for (const i of indices) {
+          const chunk = info.chunks[i] as { hash: string, size: number }
+          const bytes = await ctx.readChunk(chunk.hash)
+          if (bytes === undefined || bytes.length !== chunk.size) {
+            ctx.counters.inc('swarm.served_missing')
+            await bulk.write(encodeReplyHeader(i, 0, true))
+            continue
+          }
+          await ctx.upload.take(bytes.length)
+          await bulk.write(encodeReplyHeader(i, bytes.length, false))
+          await bulk.write(bytes)
+          ctx.served(info.id, bytes.length)
+        }
+      }
+    }
+    if (parser.pendingBytes > 0) throw new SwarmProtocolError('bulk_truncated', 'puller ended the bulk channel in the middle of a request')
+  }
+}

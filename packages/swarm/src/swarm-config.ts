@@ -1,0 +1,47 @@
+// Every tunable of the swarm, with its default and why.
+
+export interface SwarmConfig {
+  /**
+   * Chunk requests a puller keeps outstanding on one link. 4 x 1 MiB keeps a 200 mbit link busy
+   * across the request round trip and a server's disk read, and bounds what a dead link strands.
+   */
+  perLinkInflight: number
+  /** Outstanding requests over all links of one pull: bounds memory to about this many chunks. */
+  maxInflight: number
+  /** Received chunks being verified and written at once (each holds its bytes in memory). */
+  maxPendingPuts: number
+  /** Verified chunks kept in memory for relaying (bytes). */
+  cacheBytes: number
+  /** How often a target reports progress to the coordinator. */
+  progressIntervalMs: number
+  /** A target silent this long is taken for dead and its stripe re-served. */
+  targetSilenceMs: number
+  /** Time for a target to answer the start with its have-map. */
+  readyTimeoutMs: number
+  /** A failed link is re-opened after this long (the peer may have restarted). */
+  relinkDelayMs: number
+  /**
+   * With nothing in flight and nothing obtainable from targets for this long, a puller fetches a
+   * missing chunk from a seed even if it is another target's stripe: a safety net for a stripe
+   * owner that is alive for the coordinator but unreachable from here. Costs seed egress.
+   */
+  stallFallbackMs: number
+}
+
+export const DEFAULT_SWARM_CONFIG: SwarmConfig = {
+  perLinkInflight: 4,
+  maxInflight: 48,
+  maxPendingPuts: 8,
+  cacheBytes: 64 * 1024 * 1024,
+  progressIntervalMs: 250,
+  targetSilenceMs: 15_000,
+  readyTimeoutMs: 30_000,
+  relinkDelayMs: 1000,
+  stallFallbackMs: 5000
+}
+
+/** Per-host caps in bytes per second; 0 or absent means unlimited. */
+export interface RateLimits {
+  uploadBytesPerS?: number
+  downloadBytesPerS?: number
+}

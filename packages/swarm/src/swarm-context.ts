@@ -1,0 +1,110 @@
+// What the swarm's parts share inside one agent: the node, the store, the bulk listener, the rate
+// limiters, counters, and a hub that says when a chunk of a manifest arrived (so servers can tell
+// their pullers at once).
+import { EventEmitter } from 'node:events'
+import type { Libp2p } from '@libp2p/interface'
+import { decodeManifest, manifestChunks, type ChunkInfo, type ChunkStore, type Manifest, type ManifestStore } from '@vmesh/store'
+import type { BulkListener } from './bulk-listener.js'
+import type { RateLimiter } from './rate-limiter.js'
+import type { SwarmConfig } from './swarm-config.js'
+import type { VerifiedChunkCache } from './verified-cache.js'
+
+/** Where the swarm counts what it rejected and moved (the agent's Counters fit). */
+export interface CounterSink {
+  inc: (name: string, by?: number) => void
+}
+
+export interface SwarmLog {
+  debug: (msg: string) => void
+  info: (msg: string) => void
+  warn: (msg: string) => void
+}
+
+export interface ManifestInfo {
+  id: string
+  encoded: Uint8Array
+  manifest: Manifest
+  /** Distinct stored chunks in first-use order: index i of every have-map and request. */
+  chunks: ChunkInfo[]
+  /** Largest chunk, to bound replies. */
+  maxChunkBytes: number
+  storedBytes: number
+}
+
+export function manifestInfo (id: string, encoded: Uint8Array, manifest = decodeManifest(encoded)): ManifestInfo {
+  const chunks = manifestChunks(manifest)
+  return {
+    id,
+    encoded,
+    manifest,
+    chunks,
+    maxChunkBytes: chunks.reduce((m, c) => Math.max(m, c.size), 0),
+    storedBytes: chunks.reduce((n, c) => n + c.size, 0)
+  }
+}
+
+export class SwarmContext {
+  readonly hub = new EventEmitter<{ gained: [string, number] }>()
+  /** Chunk bytes this agent uploaded, per manifest id. */
+  readonly servedBytes = new Map<string, number>()
+  private readonly infos = new Map<string, ManifestInfo>()
+
+  constructor (
+    readonly node: Libp2p,
+    readonly store: ChunkStore,
+    readonly manifests: ManifestStore,
+    readonly listener: BulkListener,
+    readonly cache: VerifiedChunkCache,
+    readonly upload: RateLimiter,
+    readonly download: RateLimiter,
+    readonly counters: CounterSink,
+    readonly log: SwarmLog,
+    readonly config: SwarmConfig
+  ) {
+    // Every server of a manifest listens for its chunks; many links are normal.
+    this.hub.setMaxListeners(0)
+  }
+
+  get selfId (): string {
+    return this.node.peerId.toString()
+  }
+
+  /** The manifest's decoded form and chunk index, loaded once from the manifest store. */
+  async info (id: string): Promise<ManifestInfo> {
+    const known = this.infos.get(id)
+    if (known !== undefined) return known
+    const encoded = await this.manifests.loadEncoded(id)
+    const info = manifestInfo(id, encoded)
+    this.remember(info)
+    return info
+  }
+
+  remember (info: ManifestInfo): void {
+    // A handful of manifests are in use at once; forget the oldest beyond that.
+    this.infos.set(info.id, info)
+    if (this.infos.size > 32) {
+      const oldest = this.infos.keys().next().value
+      if (oldest !== undefined) this.infos.delete(oldest)
+    }
+  }
+
+  served (id: string, bytes: number): void {
+    this.servedBytes.set(id, (this.servedBytes.get(id) ?? 0) + bytes)
+    this.counters.inc('swarm.served_bytes', bytes)
+  }
+
+  /** Verified bytes of a chunk: from the cache, else read and re-hashed from the store. */
+  async readChunk (hash: string): Promise<Uint8Array | undefined> {
+    const cached = this.cache.get(hash)
+    if (cached !== undefined) return cached
+    if (!this.store.has(hash)) return undefined
+    try {
+      const bytes = await this.store.readVerified(hash)
+      this.cache.addVerified(hash, bytes)
+      return bytes
+    } catch {
+      // Corrupt (deleted and counted by the store) or gone: tell the puller we lack it.
+      return undefined
+    }
+  }
+}

@@ -1,0 +1,443 @@
+// The swarm service of one agent: serves chunks to any participant (chunk links), takes part in
+// transfers as a target (session protocol), and coordinates pushes (push()). See transfer-plan.ts
+// for why the seeds upload each chunk about once, chunk-puller.ts for how targets relay.
+import { randomBytes } from 'node:crypto'
+import type { Libp2p, PeerId, Stream, Connection } from '@libp2p/interface'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { streamChannel, type MessageChannel } from '@vmesh/wire'
+import { peerIdFromBytes, peerIdToBytes } from '@vmesh/mesh'
+import { isComplete, missingBytes, type ChunkStore, type ManifestStore } from '@vmesh/store'
+import { Bitfield } from './bitfield.js'
+import { BulkListener } from './bulk-listener.js'
+import { ChunkPull, type PullPeer } from './chunk-puller.js'
+import { serveChunkLink } from './chunk-server.js'
+import { etaMs, initialRate, updateRate, type HostProgress, type RateState } from './progress.js'
+import { RateLimiter } from './rate-limiter.js'
+import { DEFAULT_SWARM_CONFIG, type RateLimits, type SwarmConfig } from './swarm-config.js'
+import { manifestInfo, SwarmContext, type CounterSink, type ManifestInfo, type SwarmLog } from './swarm-context.js'
+import {
+  CHUNK_PROTOCOL, SESSION_PROTOCOL, SWARM_VERSION, SwarmProtocolError, swarmLimits,
+  checkProgress, checkStart, checkChunkCount, decodeHave, decodeSessionFrame, encodeSession
+} from './swarm-protocol.js'
+import { planTransfer, reassignStripe } from './transfer-plan.js'
+import { VerifiedChunkCache } from './verified-cache.js'
+
+export interface SwarmServiceOptions {
+  node: Libp2p
+  store: ChunkStore
+  manifests: ManifestStore
+  log: SwarmLog
+  counters: CounterSink
+  /** Address the bulk listener binds: the host's address that peers reach (default 127.0.0.1). */
+  bulkHost?: string
+  rateLimits?: RateLimits
+  config?: Partial<SwarmConfig>
+  /** Called when this host, as a target, came to hold a manifest completely. */
+  onComplete?: (manifestId: string) => void
+}
+
+export interface PushTarget {
+  peerId: PeerId
+  /** For progress and messages. */
+  name?: string
+}
+
+export interface PushOptions {
+  signal?: AbortSignal
+  onProgress?: (p: HostProgress) => void
+  /** Other hosts that hold the whole manifest and may serve it too. */
+  seeds?: PushTarget[]
+}
+
+export interface PushResult {
+  id: string
+  hosts: HostProgress[]
+  /** Chunk bytes this host uploaded for the manifest while the push ran. */
+  sourceEgressBytes: number
+  /** What the plan asked of all seeds together: each missing chunk once. */
+  plannedSeedBytes: number
+  storedBytes: number
+  elapsedMs: number
+}
+
+const START_TIMEOUT_MS = 10_000
+
+export class SwarmService {
+  private ctx: SwarmContext | undefined
+  private readonly config: SwarmConfig
+  private listener: BulkListener | undefined
+  private readonly sessions = new Set<MessageChannel>()
+
+  constructor (private readonly opts: SwarmServiceOptions) {
+    this.config = { ...DEFAULT_SWARM_CONFIG, ...opts.config }
+  }
+
+  get context (): SwarmContext {
+    if (this.ctx === undefined) throw new Error('swarm service not started')
+    return this.ctx
+  }
+
+  /** Where the bulk listener accepts connections. */
+  get bulkAddress (): { host: string, port: number } {
+    if (this.listener === undefined) throw new Error('swarm service not started')
+    return this.listener.address
+  }
+
+  async start (): Promise<void> {
+    const { node, store, manifests, log, counters } = this.opts
+    this.listener = new BulkListener({ host: this.opts.bulkHost ?? '127.0.0.1' })
+    await this.listener.listen()
+    const limits = this.opts.rateLimits ?? {}
+    this.ctx = new SwarmContext(node, store, manifests, this.listener, new VerifiedChunkCache(this.config.cacheBytes),
+      new RateLimiter(limits.uploadBytesPerS ?? 0), new RateLimiter(limits.downloadBytesPerS ?? 0), counters, log, this.config)
+    const ctx = this.ctx
+    await node.handle(CHUNK_PROTOCOL, (stream, conn) => { void serveChunkLink(ctx, stream, conn) }, { maxInboundStreams: 256 })
+    await node.handle(SESSION_PROTOCOL, (stream, conn) => { void this.serveSession(stream, conn) }, { maxInboundStreams: 16 })
+  }
+
+  async stop (): Promise<void> {
+    for (const s of this.sessions) s.abort(new Error('agent stopping'))
+    await this.opts.node.unhandle(CHUNK_PROTOCOL).catch(() => {})
+    await this.opts.node.unhandle(SESSION_PROTOCOL).catch(() => {})
+    await this.listener?.close()
+  }
+
+  // --- target side -----------------------------------------------------------------------------
+
+  private async serveSession (stream: Stream, conn: Connection): Promise<void> {
+    const ctx = this.context
+    const ch = streamChannel(stream, swarmLimits.sessionFrameBytes)
+    const coordinator = conn.remotePeer.toString()
+    this.sessions.add(ch)
+    let pull: ChunkPull | undefined
+    try {
+      const first = await ch.recv(START_TIMEOUT_MS)
+      if (first === undefined) return
+      const f = decodeSessionFrame(first)
+      if (f.body !== 'start' || f.start == null) throw new SwarmProtocolError('session_first', `a session must begin with start, got ${f.body ?? 'nothing'}`)
+      const start = checkStart(f.start)
+      let id: string
+      try {
+        // Saved before any chunk arrives, so gc keeps what the transfer fetches.
+        id = await ctx.manifests.saveEncoded(start.manifest)
+      } catch (err) {
+        throw new SwarmProtocolError('manifest', `start carries an invalid manifest: ${(err as Error).message}`)
+      }
+      const info = manifestInfo(id, start.manifest)
+      ctx.remember(info)
+      const peers = start.peers.map(toPullPeer)
+      pull = new ChunkPull(ctx, info, peers)
+      ctx.log.info(`swarm ${id.slice(0, 12)}: target of a push from ${coordinator.slice(-8)}: ${formatMiB(pull.bytesTotal - pull.bytesDone)} to fetch from ${peers.length - 1} peer(s)`)
+      await ch.send(encodeSession({ ready: { have: pull.have.encode(), chunkCount: info.chunks.length } }))
+      const planFrame = await ch.recv(this.config.readyTimeoutMs)
+      if (planFrame === undefined) return
+      const pf = decodeSessionFrame(planFrame)
+      if (pf.body !== 'plan' || pf.plan == null) throw new SwarmProtocolError('session_plan', `expected a plan, got ${pf.body ?? 'nothing'}`)
+      pull.addStripe(decodeHave(pf.plan.stripe ?? new Uint8Array(0), info.chunks.length).indices())
+      await this.runPull(ch, pull, info, coordinator)
+    } catch (err) {
+      pull?.stop(err as Error)
+      const reason = err instanceof SwarmProtocolError ? err.reason : 'stream'
+      ctx.counters.inc(`swarm.rejected.session.${reason}`)
+      ctx.log.debug(`swarm session from ${coordinator}: ${(err as Error).message}`)
+      ch.abort(err as Error)
+    } finally {
+      this.sessions.delete(ch)
+    }
+  }
+
+  private async runPull (ch: MessageChannel, pull: ChunkPull, info: ManifestInfo, coordinator: string): Promise<void> {
+    const ctx = this.context
+    const servedBefore = ctx.servedBytes.get(info.id) ?? 0
+    const progress = (state: string, error = ''): Uint8Array => encodeSession({
+      progress: { state, bytesDone: pull.bytesDone, bytesTotal: pull.bytesTotal, bytesFetched: pull.bytesFetched, bytesServed: (ctx.servedBytes.get(info.id) ?? 0) - servedBefore, error: error.slice(0, swarmLimits.maxErrorChars) }
+    })
+    let ended = false
+    // Frames from the coordinator: more stripe when a target dies, or the end of the push.
+    const reading = (async () => {
+      try {
+        for (;;) {
+          const frame = await ch.recv()
+          if (frame === undefined) break
+          const f = decodeSessionFrame(frame)
+          if (f.body === 'plan' && f.plan != null) pull.addStripe(decodeHave(f.plan.stripe ?? new Uint8Array(0), info.chunks.length).indices())
+          else if (f.body === 'end') { ended = true; pull.stop(new Error(`the push was ended: ${(f.end?.reason ?? '').slice(0, 200)}`)); break }
+          else throw new SwarmProtocolError('session_frame', `unexpected ${f.body ?? 'empty'} frame in a session`)
+        }
+        if (!ended) pull.stop(new Error(`the coordinator ${coordinator.slice(-8)} went away`))
+      } catch (err) {
+        pull.stop(err as Error)
+        if (err instanceof SwarmProtocolError) ctx.counters.inc(`swarm.rejected.session.${err.reason}`)
+      }
+    })()
+    const timer = setInterval(() => { ch.send(progress('transferring')).catch(() => {}) }, this.config.progressIntervalMs)
+    pull.start()
+    try {
+      await pull.done
+      clearInterval(timer)
+      ctx.log.info(`swarm ${info.id.slice(0, 12)}: complete, ${formatMiB(pull.bytesFetched)} fetched`)
+      this.opts.onComplete?.(info.id)
+      await ch.send(progress('done'))
+    } catch (err) {
+      clearInterval(timer)
+      if (pull.complete) {
+        this.opts.onComplete?.(info.id)
+        await ch.send(progress('done')).catch(() => {})
+      } else {
+        ctx.log.warn(`swarm ${info.id.slice(0, 12)}: transfer stopped: ${(err as Error).message}`)
+        await ch.send(progress('failed', (err as Error).message)).catch(() => {})
+      }
+    }
+    // Stay in the session until the coordinator ends it (other targets may still fetch from us;
+    // that goes over their own links, this only keeps the report channel orderly).
+    await Promise.race([reading, new Promise((resolve) => setTimeout(resolve, 60_000).unref())])
+    await ch.close().catch(() => {})
+  }
+
+  // --- coordinator side -----------------------------------------------------------------------
+
+  /**
+   * Sends a manifest this host holds (or that `seeds` hold) to `targets`. Resolves when every
+   * target is done or failed; a failed target never fails the others.
+   */
+  async push (manifestId: string, targets: PushTarget[], opts: PushOptions = {}): Promise<PushResult> {
+    const ctx = this.context
+    const started = Date.now()
+    const info = await ctx.info(manifestId)
+    const self = this.opts.node.peerId
+    const seeds: PushTarget[] = []
+    if (isComplete(ctx.store, info.manifest)) seeds.push({ peerId: self, name: 'self' })
+    const targetIds = new Set<string>()
+    const uniqueTargets: PushTarget[] = []
+    for (const t of targets) {
+      const id = t.peerId.toString()
+      if (id === self.toString() || targetIds.has(id)) continue
+      targetIds.add(id)
+      uniqueTargets.push(t)
+    }
+    for (const s of opts.seeds ?? []) {
+      const id = s.peerId.toString()
+      if (!targetIds.has(id) && id !== self.toString() && !seeds.some((x) => x.peerId.toString() === id)) seeds.push(s)
+    }
+    if (seeds.length === 0) {
+      throw new Error(`no host holds all of manifest ${manifestId.slice(0, 16)}…: this host lacks ${formatMiB(missingBytes(ctx.store, info.manifest))} of it; push from a host that holds it (vmesh image ls shows which)`)
+    }
+    const sessionId = randomBytes(swarmLimits.sessionIdBytes)
+    const peers = [
+      ...await Promise.all(seeds.map(async (s) => await this.swarmPeer(s, true))),
+      ...await Promise.all(uniqueTargets.map(async (t) => await this.swarmPeer(t, false)))
+    ]
+    const startFrame = encodeSession({ start: { version: SWARM_VERSION, sessionId, manifest: info.encoded, peers } })
+    const egressBefore = ctx.servedBytes.get(manifestId) ?? 0
+    const sizes = info.chunks.map((c) => c.size)
+    const runs = uniqueTargets.map((t) => new TargetRun(t, info.storedBytes))
+    const emit = (r: TargetRun): void => { opts.onProgress?.(r.snapshot()) }
+    ctx.log.info(`swarm ${manifestId.slice(0, 12)}: pushing ${formatMiB(info.storedBytes)} to ${runs.length} host(s) from ${seeds.length} seed(s)`)
+
+    // 1. Start every target; each answers with what it already holds.
+    await Promise.all(runs.map(async (r) => {
+      try {
+        const stream = await this.opts.node.dialProtocol(r.target.peerId, SESSION_PROTOCOL, { signal: AbortSignal.timeout(START_TIMEOUT_MS) })
+        r.ch = streamChannel(stream, swarmLimits.sessionFrameBytes)
+        await r.ch.send(startFrame)
+        const frame = await r.ch.recv(this.config.readyTimeoutMs)
+        if (frame === undefined) throw new Error('the host closed the session before answering')
+        const f = decodeSessionFrame(frame)
+        if (f.body === 'progress' && f.progress != null && f.progress.state === 'failed') throw new Error((f.progress.error ?? 'failed').slice(0, swarmLimits.maxErrorChars))
+        if (f.body !== 'ready' || f.ready == null) throw new SwarmProtocolError('session_ready', `expected ready, got ${f.body ?? 'nothing'}`)
+        if (checkChunkCount(f.ready.chunkCount ?? 0) !== info.chunks.length) throw new SwarmProtocolError('chunk_count', 'the host counts a different number of chunks')
+        r.have = decodeHave(f.ready.have ?? new Uint8Array(0), info.chunks.length)
+        r.bytesDone = [...r.have.indices()].reduce((n, i) => n + (sizes[i] ?? 0), 0)
+        r.state = 'transferring'
+        r.heard()
+      } catch (err) {
+        r.fail(`cannot start the transfer on ${r.name}: ${(err as Error).message}`)
+      }
+      emit(r)
+    }))
+
+    // 2. Plan: each chunk no target holds goes to one owner, who fetches it from a seed.
+    const live = runs.filter((r) => r.state === 'transferring' && r.have !== undefined)
+    const plan = planTransfer(sizes, live.map((r) => ({ id: r.id, have: r.have as Bitfield })))
+    const load = new Map<string, number>()
+    await Promise.all(live.map(async (r) => {
+      r.stripe = plan.stripes.get(r.id) ?? []
+      load.set(r.id, r.stripe.reduce((n, i) => n + (sizes[i] ?? 0), 0))
+      await r.ch?.send(encodeSession({ plan: { stripe: Bitfield.from(sizes.length, r.stripe).encode() } })).catch((err: Error) => r.fail(`lost the session with ${r.name}: ${err.message}`))
+    }))
+
+    // 3. Follow progress; re-serve a failed target's stripe through the others.
+    const reassign = (dead: TargetRun): void => {
+      const survivors = runs.filter((r) => r.state === 'transferring' && r !== dead)
+      if (dead.stripe.length === 0 || survivors.length === 0) return
+      const shares = reassignStripe(dead.stripe, sizes, survivors.map((s) => s.id), load)
+      dead.stripe = []
+      for (const s of survivors) {
+        const add = shares.get(s.id) ?? []
+        if (add.length === 0) continue
+        s.stripe.push(...add)
+        s.ch?.send(encodeSession({ plan: { stripe: Bitfield.from(sizes.length, add).encode() } })).catch(() => {})
+      }
+      ctx.log.info(`swarm ${manifestId.slice(0, 12)}: ${dead.name} failed; its stripe goes to ${survivors.length} other host(s)`)
+    }
+    await new Promise<void>((resolve) => {
+      const settleCheck = (): void => { if (runs.every((r) => r.state === 'done' || r.state === 'failed')) resolve() }
+      const onAbort = (): void => {
+        for (const r of runs) if (r.state !== 'done' && r.state !== 'failed') { r.fail('push cancelled'); emit(r) }
+        resolve()
+      }
+      if (opts.signal?.aborted === true) { onAbort(); return }
+      opts.signal?.addEventListener('abort', onAbort, { once: true })
+      const watchdog = setInterval(() => {
+        for (const r of runs) {
+          if (r.state === 'transferring' && Date.now() - r.lastHeardAt > this.config.targetSilenceMs) {
+            r.fail(`${r.name} sent no progress for ${Math.round(this.config.targetSilenceMs / 1000)} s`)
+            r.ch?.abort(new Error('silent'))
+            reassign(r)
+            emit(r)
+          }
+        }
+        settleCheck()
+      }, 1000)
+      for (const r of live) {
+        void (async () => {
+          const ch = r.ch as MessageChannel
+          try {
+            for (;;) {
+              const frame = await ch.recv()
+              if (frame === undefined) break
+              const f = decodeSessionFrame(frame)
+              if (f.body !== 'progress' || f.progress == null) throw new SwarmProtocolError('session_frame', `unexpected ${f.body ?? 'empty'} frame from a target`)
+              const p = checkProgress(f.progress)
+              r.update(p.bytesDone, p.bytesFetched)
+              if (p.state === 'done') r.state = 'done'
+              else if (p.state === 'failed') { r.fail(p.error || 'failed'); reassign(r) }
+              emit(r)
+              if (r.state === 'done' || r.state === 'failed') break
+            }
+            if (r.state === 'transferring') { r.fail(`lost the session with ${r.name} (the agent stopped or the network failed)`); reassign(r); emit(r) }
+          } catch (err) {
+            if (err instanceof SwarmProtocolError) ctx.counters.inc(`swarm.rejected.session.${err.reason}`)
+            if (r.state === 'transferring') { r.fail(`lost the session with ${r.name}: ${(err as Error).message}`); reassign(r); emit(r) }
+          }
+          settleCheck()
+        })()
+      }
+      settleCheck()
+      const cleanup = (): void => { clearInterval(watchdog); opts.signal?.removeEventListener('abort', onAbort) }
+      void this.whenAll(runs).then(cleanup)
+      opts.signal?.addEventListener('abort', cleanup, { once: true })
+    })
+
+    // 4. End the sessions.
+    const reason = opts.signal?.aborted === true ? 'cancelled' : 'complete'
+    await Promise.all(runs.map(async (r) => {
+      if (r.ch === undefined) return
+      await r.ch.send(encodeSession({ end: { reason } })).catch(() => {})
+      await r.ch.close().catch(() => {})
+    }))
+    const result: PushResult = {
+      id: manifestId,
+      hosts: runs.map((r) => r.snapshot()),
+      sourceEgressBytes: (ctx.servedBytes.get(manifestId) ?? 0) - egressBefore,
+      plannedSeedBytes: plan.seedBytes,
+      storedBytes: info.storedBytes,
+      elapsedMs: Date.now() - started
+    }
+    ctx.log.info(`swarm ${manifestId.slice(0, 12)}: push ${reason}: ${result.hosts.filter((h) => h.state === 'done').length}/${runs.length} host(s) done in ${result.elapsedMs} ms, this host uploaded ${formatMiB(result.sourceEgressBytes)}`)
+    return result
+  }
+
+  private async whenAll (runs: TargetRun[]): Promise<void> {
+    while (!runs.every((r) => r.state === 'done' || r.state === 'failed')) await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+
+  private async swarmPeer (t: PushTarget, seed: boolean): Promise<{ peerId: Uint8Array, addrs: Uint8Array[], seed: boolean, name: string }> {
+    const node = this.opts.node
+    let addrs: Multiaddr[]
+    if (t.peerId.equals(node.peerId)) {
+      addrs = node.getMultiaddrs().map((a) => a.decapsulateCode(0x01a5 /* p2p */))
+    } else {
+      addrs = await node.peerStore.get(t.peerId).then((p) => p.addresses.map((a) => a.multiaddr), () => [])
+    }
+    return {
+      peerId: peerIdToBytes(t.peerId),
+      addrs: addrs.slice(0, swarmLimits.maxAddrs).map((a) => a.bytes).filter((b) => b.length <= swarmLimits.maxAddrBytes),
+      seed,
+      name: (t.name ?? '').slice(0, swarmLimits.maxNameChars)
+    }
+  }
+}
+
+/** The coordinator's record of one target. */
+class TargetRun {
+  readonly id: string
+  readonly name: string
+  state: HostProgress['state'] = 'waiting'
+  ch: MessageChannel | undefined
+  have: Bitfield | undefined
+  stripe: number[] = []
+  bytesDone = 0
+  bytesFetched = 0
+  error: string | undefined
+  lastHeardAt = Date.now()
+  private rate: RateState
+
+  constructor (readonly target: PushTarget, readonly bytesTotal: number) {
+    this.id = target.peerId.toString()
+    this.name = target.name !== undefined && target.name !== '' ? target.name : this.id.slice(-8)
+    this.rate = initialRate(0, Date.now())
+  }
+
+  heard (): void {
+    this.lastHeardAt = Date.now()
+  }
+
+  update (bytesDone: number, bytesFetched: number): void {
+    this.heard()
+    this.bytesDone = Math.min(bytesDone, this.bytesTotal)
+    this.bytesFetched = bytesFetched
+    this.rate = updateRate(this.rate, bytesFetched, Date.now())
+  }
+
+  fail (error: string): void {
+    if (this.state === 'done' || this.state === 'failed') return
+    this.state = 'failed'
+    this.error = error
+    this.ch?.abort(new Error(error))
+  }
+
+  snapshot (): HostProgress {
+    const left = this.bytesTotal - this.bytesDone
+    return {
+      host: this.id,
+      hostBytes: peerIdToBytes(this.target.peerId),
+      name: this.name,
+      state: this.state,
+      bytesDone: this.bytesDone,
+      bytesTotal: this.bytesTotal,
+      bytesFetched: this.bytesFetched,
+      rateBytesPerS: this.state === 'transferring' ? this.rate.rate : 0,
+      etaMs: this.state === 'done' ? 0 : this.state === 'transferring' ? etaMs(left, this.rate.rate) : undefined,
+      ...(this.error !== undefined ? { error: this.error } : {})
+    }
+  }
+}
+
+function toPullPeer (p: { peerId: Uint8Array, addrs: Uint8Array[], seed: boolean, name: string }): PullPeer {
+  let peerId: PeerId
+  try {
+    peerId = peerIdFromBytes(p.peerId)
+  } catch (err) {
+    throw new SwarmProtocolError('peer_id', `malformed peer id in start: ${(err as Error).message}`)
+  }
+  const addrs: Multiaddr[] = []
+  for (const a of p.addrs) {
+    try { addrs.push(multiaddr(a)) } catch { /* unusable address: the peer store may know others */ }
+  }
+  return { id: peerId.toString(), peerId, name: p.name, seed: p.seed, addrs }
+}
+
+function formatMiB (bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MiB`
+}
