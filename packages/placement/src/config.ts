@@ -33,9 +33,12 @@ export interface CostWeights {
   disk: number
   /**
    * The cost of the task itself: the bytes of the snapshot this host still lacks, per GiB
-   * (transferUnitBytes), paid once per host for its first clone, not per clone. A host that
-   * already holds the base layers is cheaper by that much. At 1 per GiB, a host missing a 1 GiB
-   * snapshot loses to one holding it unless the holder's memory is markedly fuller.
+   * (transferUnitBytes), paid once per host with its first clone, not per clone. A host that
+   * already holds the base layers is cheaper by that much. Kept small (0.1 per GiB): the swarm
+   * sends each byte from the source about once whatever the number of hosts, so a new host
+   * costs transfer time on its own link rather than source bandwidth. With the defaults, a
+   * 1 GiB snapshot weighs about as much as stacking a second 512 MiB clone on a 4 GiB host: it
+   * decides between similar hosts but does not undo spreading.
    */
   transfer: number
   /**
@@ -100,7 +103,7 @@ export const DEFAULT_WEIGHTS: Readonly<CostWeights> = Object.freeze({
   load: 1,
   io: 1,
   disk: 0.5,
-  transfer: 1,
+  transfer: 0.1,
   packHost: 20,
   packFit: 1
 })

@@ -8,3 +8,15 @@ export { assign, isConvex, hullMarginals } from './assign.js'
 export type { HostCosts, Assignment } from './assign.js'
 export { ReservationLedger, snapshotOf } from './reservations.js'
 export type { HostState, Reservation, ReserveRequest, Admission, ReservedTotals, LedgerOptions } from './reservations.js'
+export { runElection, ElectionAbortedError } from './election.js'
+export type { ElectOptions, ElectionResult, ElectionDeps, Placement, HostReason } from './election.js'
+export {
+  PLACEMENT_PROTOCOL, PlacementHost, PlacementRemoteError, frameTransport, libp2pTransport
+} from './placement-protocol.js'
+export type {
+  Candidate, PlacementTransport, PlacementNode, BidAsk, ReserveAsk, ReserveAnswer, CounterSink, Log
+} from './placement-protocol.js'
+export { PlacementMessageError, messageLimits, taskFromWire, taskToWire } from './messages.js'
+export type { BidFields } from './messages.js'
+export { PlacementService, candidatesFromView } from './service.js'
+export type { PlacementServiceOptions } from './service.js'

@@ -119,10 +119,10 @@ export class ReservationLedger {
   }
 
   /** This host's bid: marginal costs against its current state and reservations. */
-  async bid (task: Task, count: number, policy: Policy): Promise<HostBid & { missingBytes: number }> {
+  async bid (task: Task, count: number, policy: Policy): Promise<HostBid & { missingBytes: number, name: string }> {
     const state = await this.opts.hostState()
     const missing = await state.missingBytes(task)
-    return { ...hostBid(snapshotOf(state, this.totals(), missing), task, count, policy, this.opts.config), missingBytes: missing }
+    return { ...hostBid(snapshotOf(state, this.totals(), missing), task, count, policy, this.opts.config), missingBytes: missing, name: state.name }
   }
 
   /**
