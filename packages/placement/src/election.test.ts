@@ -187,3 +187,14 @@ describe('election', () => {
     expect(h.ledger.totals().reservations).toBe(0)
   })
 })
+
+describe('candidatesFromView', () => {
+  it('takes alive members with their accelerator', async () => {
+    const { candidatesFromView } = await import('./service.js')
+    const entry = (id: string, status: string, accel: string): unknown =>
+      ({ id, peerId: { toString: () => id }, claim: { status }, advert: { name: `n-${id}`, resources: { accel } } })
+    const view = { list: () => [entry('a', 'alive', 'kvm'), entry('b', 'suspect', 'kvm'), entry('c', 'alive', '')] }
+    const c = candidatesFromView(view as unknown as Parameters<typeof candidatesFromView>[0])
+    expect(c.map((x) => [x.id, x.name, x.accel])).toEqual([['a', 'n-a', 'kvm'], ['c', 'n-c', undefined]])
+  })
+})

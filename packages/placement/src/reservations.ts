@@ -148,7 +148,8 @@ export class ReservationLedger {
     const admitted = Math.min(req.count, cap.max)
     if (admitted <= 0) return { admitted: 0, reservationId: '', reason: cap.reason }
     const id = randomBytes(12).toString('hex')
-    const leaseMs = Math.min(Math.max(req.leaseMs, config.minLeaseMs), config.maxLeaseMs)
+    // 0 (unset on the wire) means the default lease.
+    const leaseMs = req.leaseMs > 0 ? Math.min(Math.max(req.leaseMs, config.minLeaseMs), config.maxLeaseMs) : config.leaseMs
     const now = this.now()
     this.reservations.set(id, {
       id,

@@ -1,6 +1,7 @@
 // PlacementService: one per agent. It answers other agents' bids and reservations from this
 // host's ledger, and runs elections for `clone` requests made here. Its dependencies come in
 // through the constructor, so tests run several in one process, over real libp2p or fakes.
+import type { ClusterView } from '@vmesh/mesh'
 import type { PlacementConfig } from './config.js'
 import { placementConfig } from './config.js'
 import type { Task } from './cost.js'
@@ -97,8 +98,8 @@ function withLocalHost (remote: PlacementTransport, selfId: string, local: (fram
   }
 }
 
-/** Candidates from a cluster view: alive members (this host included) with their advert's accelerator. */
-export function candidatesFromView (view: { list: () => Array<{ id: string, peerId: Candidate['peerId'], claim: { status: string }, advert: { name: string, resources?: { accel?: string | null } | null } }> }): Candidate[] {
+/** Candidates from the cluster view: alive members (this host included), with the advert's accelerator. */
+export function candidatesFromView (view: Pick<ClusterView, 'list'>): Candidate[] {
   return view.list()
     .filter((e) => e.claim.status === 'alive')
     .map((e) => {
@@ -106,7 +107,7 @@ export function candidatesFromView (view: { list: () => Array<{ id: string, peer
       return {
         id: e.id,
         name: e.advert.name,
-        ...(e.peerId !== undefined ? { peerId: e.peerId } : {}),
+        peerId: e.peerId,
         ...(typeof accel === 'string' && accel !== '' ? { accel } : {})
       }
     })
