@@ -23,7 +23,11 @@ export interface Assignment {
   method: 'greedy' | 'dp' | 'hull'
 }
 
-/** Work (hosts x clones x per-host capacity) above which the exact programme is not run. */
+/**
+ * Work (hosts x clones x per-host capacity) above which the exact programme is not run: at the
+ * budget it took 143 ms here (200 hosts x 1000 clones, Node 20), the longest we let a `clone`
+ * wait on arithmetic.
+ */
 export const DP_BUDGET = 20_000_000
 
 export function isConvex (costs: readonly number[]): boolean {
