@@ -132,6 +132,23 @@ describe('election', () => {
     expect(perHost(r)).toEqual({ a: 3, b: 3 })
   })
 
+  it('reports progress and releases everything when cancelled', async () => {
+    const hosts = [fakeHost('a', 4096), fakeHost('mute', 4096)]
+    hosts[1]!.silentReserve = true
+    const ac = new AbortController()
+    const events: string[] = []
+    const run = runElection({ ...cluster(hosts), config }, task, 4, {
+      signal: ac.signal,
+      onProgress: (e) => {
+        events.push(e.type)
+        if (e.type === 'reserved') ac.abort()
+      }
+    })
+    await expect(run).rejects.toThrow(/cancelled/)
+    expect(events.slice(0, 2)).toEqual(['bids', 'reserved'])
+    for (const h of hosts) expect(h.ledger.totals().reservations).toBe(0)
+  })
+
   it('re-plans when a host admits fewer than planned because its state changed', async () => {
     const hosts = [fakeHost('a', 2048), fakeHost('b', 4096)]
     // Between bid and reserve, a VM takes 1 GiB on a: it admits 2, not 3.

@@ -15,7 +15,14 @@ export interface ElectOptions {
   signal?: AbortSignal
   /** Lease of each reservation (default config.leaseMs). */
   leaseMs?: number
+  /** Progress for a person watching (the CLI's live view): bids in, each reservation answer. */
+  onProgress?: (event: ElectionEvent) => void
 }
+
+export type ElectionEvent =
+  | { type: 'bids', electionId: string, answered: number, silent: string[], capacity: number }
+  | { type: 'reserved', electionId: string, round: number, peerId: string, name: string, count: number, reservationId: string }
+  | { type: 'refused', electionId: string, round: number, peerId: string, name: string, reason: string }
 
 export interface Placement {
   peerId: string
@@ -107,6 +114,9 @@ export async function runElection (deps: ElectionDeps, task: Task, count: number
       reasons.push({ peerId: c.id, name: c.name, reason: `${c.name}: no bid (${(err as Error).message})` })
     }
   }))
+  const progress = (e: ElectionEvent): void => {
+    try { opts.onProgress?.(e) } catch { /* a watcher's failure is not the election's */ }
+  }
   // Stable order (candidate order), so equal costs resolve the same way on every run.
   const order = new Map(deps.candidates.map((c, i) => [c.id, i]))
   hosts.sort((a, b) => (order.get(a.host.id) ?? 0) - (order.get(b.host.id) ?? 0))
@@ -115,6 +125,7 @@ export async function runElection (deps: ElectionDeps, task: Task, count: number
   let remaining = count
   let rounds = 0
   const capacity = hosts.reduce((s, h) => s + h.costs.length, 0)
+  progress({ type: 'bids', electionId, answered: hosts.length, silent: [...silent], capacity })
   if (!partial && capacity < count) {
     log('info', `the bids add up to ${capacity} clone(s) of ${count}: not reserving`)
   } else {
@@ -134,12 +145,14 @@ export async function runElection (deps: ElectionDeps, task: Task, count: number
             h.reservations.push({ peerId: h.host.id, name: h.name, count: a.admitted, reservationId: a.reservationId })
             h.held += a.admitted
             remaining -= a.admitted
+            progress({ type: 'reserved', electionId, round: rounds, peerId: h.host.id, name: h.name, count: a.admitted, reservationId: a.reservationId })
           }
           if (a.admitted < want) {
             // Its state changed since the bid (another election, a VM started): it is full at
             // what it holds for us now.
             h.costs = h.costs.slice(0, h.held)
             h.reason = a.reason !== '' ? a.reason : `${h.name}: admitted ${a.admitted} of ${want}`
+            progress({ type: 'refused', electionId, round: rounds, peerId: h.host.id, name: h.name, reason: h.reason })
           }
         } catch (err) {
           // Silent or refusing: plan around it. If it admitted after all, the lease frees it;
@@ -147,6 +160,7 @@ export async function runElection (deps: ElectionDeps, task: Task, count: number
           h.out = true
           h.reason = `${h.name}: reserve failed (${(err as Error).message})`
           log('warn', h.reason)
+          progress({ type: 'refused', electionId, round: rounds, peerId: h.host.id, name: h.name, reason: h.reason })
           void transport.release(h.host, { electionId }, config.reserveTimeoutMs).catch(() => {})
         }
       }))

@@ -9,7 +9,7 @@ export type { HostCosts, Assignment } from './assign.js'
 export { ReservationLedger, snapshotOf } from './reservations.js'
 export type { HostState, Reservation, ReserveRequest, Admission, ReservedTotals, LedgerOptions } from './reservations.js'
 export { runElection, ElectionAbortedError } from './election.js'
-export type { ElectOptions, ElectionResult, ElectionDeps, Placement, HostReason } from './election.js'
+export type { ElectOptions, ElectionEvent, ElectionResult, ElectionDeps, Placement, HostReason } from './election.js'
 export {
   PLACEMENT_PROTOCOL, PlacementHost, PlacementRemoteError, frameTransport, libp2pTransport
 } from './placement-protocol.js'
