@@ -24,6 +24,9 @@ interface FakeHost {
   counters: Counters
   silentBid?: boolean
   silentReserve?: boolean
+  /** Silent from this reserve request on (1-based); earlier ones are answered. */
+  silentFromReserve?: number
+  reserves?: number
   /** Runs before the host answers a reserve (to change its state between bid and reserve). */
   beforeReserve?: () => void
 }
@@ -47,7 +50,9 @@ function cluster (hosts: FakeHost[], requester = 'req'): { transport: ReturnType
     const h = byId.get(c.id)
     if (h === undefined) throw new Error('unknown host')
     const req = pb.PlacementRequest.decode(frame)
-    const silent = (req.bid != null && h.silentBid === true) || (req.reserve != null && h.silentReserve === true)
+    if (req.reserve != null) h.reserves = (h.reserves ?? 0) + 1
+    const silent = (req.bid != null && h.silentBid === true) ||
+      (req.reserve != null && (h.silentReserve === true || (h.reserves ?? 0) >= (h.silentFromReserve ?? Infinity)))
     if (silent) {
       await new Promise((resolve) => setTimeout(resolve, timeoutMs))
       throw new Error(`no answer within ${timeoutMs} ms`)
@@ -130,6 +135,18 @@ describe('election', () => {
     expect(r.complete).toBe(true)
     expect(r.rounds).toBe(2)
     expect(perHost(r)).toEqual({ a: 3, b: 3 })
+  })
+
+  it('keeps what a host admitted in an earlier round when it goes silent later', async () => {
+    const hosts = [fakeHost('y', 2048), fakeHost('z', 2048)]
+    hosts[1]!.silentReserve = true
+    hosts[0]!.silentFromReserve = 2
+    const r = await runElection({ ...cluster(hosts), config }, task, 4, { partial: true })
+    expect(r.placed).toBe(2)
+    expect(perHost(r)).toEqual({ y: 2 })
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(hosts[0]!.ledger.totals().memReservedMib).toBe(1024)
+    expect(r.reasons.map((x) => x.name).sort()).toEqual(['y', 'z'])
   })
 
   it('reports progress and releases everything when cancelled', async () => {

@@ -156,12 +156,13 @@ export async function runElection (deps: ElectionDeps, task: Task, count: number
           }
         } catch (err) {
           // Silent or refusing: plan around it. If it admitted after all, the lease frees it;
-          // a best-effort release by election id frees it sooner.
+          // a best-effort release by election id frees it sooner, unless that would also take
+          // back what it admitted in an earlier round (then the lease alone does).
           h.out = true
           h.reason = `${h.name}: reserve failed (${(err as Error).message})`
           log('warn', h.reason)
           progress({ type: 'refused', electionId, round: rounds, peerId: h.host.id, name: h.name, reason: h.reason })
-          void transport.release(h.host, { electionId }, config.reserveTimeoutMs).catch(() => {})
+          if (h.held === 0) void transport.release(h.host, { electionId }, config.reserveTimeoutMs).catch(() => {})
         }
       }))
       if (aborted()) break
