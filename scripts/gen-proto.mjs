@@ -21,7 +21,12 @@ if (existsSync(outJs) && existsSync(outDts) && statSync(outDts).mtimeMs >= newes
 mkdirSync(outDir, { recursive: true })
 execFileSync(bin('pbjs'), ['-t', 'static-module', '-w', 'es6', '--no-beautify', '--force-number', '-o', outJs, ...protos], { stdio: 'inherit' })
 // protobufjs ships no ESM exports map: name the file so Node's ESM resolver finds it.
-const js = readFileSync(outJs, 'utf8').replace(/from "protobufjs\/minimal"/g, 'from "protobufjs/minimal.js"')
+// 64-bit fields are plain numbers in vmesh (see packages/wire/src/codecs.ts); the prototype
+// defaults are evaluated when this module loads, before codecs.ts can switch Long off, so an
+// absent uint64 would otherwise decode as a Long object.
+const js = readFileSync(outJs, 'utf8')
+  .replace(/from "protobufjs\/minimal"/g, 'from "protobufjs/minimal.js"')
+  .replace(/\$util\.Long \? \$util\.Long\.fromBits\(0,0,(true|false)\) : 0/g, '0')
 writeFileSync(outJs, js)
 execFileSync(bin('pbts'), ['--no-comments', '-o', outDts, outJs], { stdio: 'inherit' })
 console.log(`wire: generated ${protos.length} proto file(s) -> packages/wire/gen/`)

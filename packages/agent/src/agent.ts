@@ -4,10 +4,13 @@ import { mkdir, readFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { createMeshNode, loadClusterKey, loadIncarnation, loadOrCreateIdentity, Membership, meshConfig, MESH_TOPICS, ResourceSampler, DEFAULT_PORT } from '@vmesh/mesh'
-import type { MeshConfig, MeshNode } from '@vmesh/mesh'
+import type { MeshConfig, MeshNode, Resources } from '@vmesh/mesh'
 import { ChunkStore, ImageCatalogue, ManifestStore } from '@vmesh/store'
 import type { Accelerator } from '@vmesh/hypervisor'
 import { VmService } from './vm-service.js'
+import { PlacementService, candidatesFromView } from '@vmesh/placement'
+import type { HostResources } from '@vmesh/placement'
+import { missingBytes, decodeManifest } from '@vmesh/store'
 import { CONTROL_SOCKET } from './control-protocol.js'
 import { ControlServer } from './control-server.js'
 import type { ControlHandler } from './control-server.js'
@@ -47,6 +50,9 @@ export class Agent {
   images!: ImageCatalogue
   /** QEMU VMs on this host. */
   vms!: VmService
+  /** Bids and reservations for clone placement, and the elections this host runs. */
+  placement!: PlacementService
+  private sampler!: ResourceSampler
   /** This host's name in the cluster. */
   name = ''
   /** The control API's handlers, also called directly when the pipeline acts on this host. */
@@ -99,6 +105,7 @@ export class Agent {
       accel: this.opts.accel,
       onChange: () => { this.membership?.advertiseSoon() }
     })
+    this.sampler = new ResourceSampler(dataDir, () => this.vms.accel.accel)
     const incarnation = (await loadIncarnation(dataDir)) + 1
     this.membership = new Membership({
       node: this.node,
@@ -108,14 +115,15 @@ export class Agent {
       config,
       incarnation,
       agentVersion: AGENT_VERSION,
-      resources: new ResourceSampler(dataDir, () => this.vms.accel.accel),
+      resources: this.sampler,
       extras: () => {
-        const reserved = this.vms.reserved()
+        const running = this.vms.reserved()
+        const leased = this.placement?.ledger.totals() ?? { vcpusReserved: 0, memReservedMib: 0 }
         return {
           vms: this.vms.summaries(),
           images: this.completeManifests.map((id) => Buffer.from(id, 'hex')),
-          vcpusReserved: reserved.vcpus,
-          memReservedMib: reserved.memMiB
+          vcpusReserved: running.vcpus + leased.vcpusReserved,
+          memReservedMib: running.memMiB + leased.memReservedMib
         }
       },
       log: (level, msg) => { this.log.log(level, msg) }
@@ -130,6 +138,21 @@ export class Agent {
       throw err
     }
     await this.control.serveLibp2p(this.node)
+    this.placement = new PlacementService({
+      node: this.node,
+      view: () => candidatesFromView(this.membership.view),
+      hostState: async () => ({
+        name,
+        resources: hostResources(await this.sampler.sample()),
+        vms: this.vms.local().map((v) => ({ state: v.state, cpus: v.cpus, memMib: v.memMiB })),
+        missingBytes: async (task) => await this.missingBytesFor(task.manifestId, task.manifest) ?? task.manifestBytes
+      }),
+      counters: this.membership.counters,
+      log: (msg: string) => { this.log.info(msg) },
+      onReservationsChange: () => { this.membership.advertiseSoon() }
+    })
+    this.releaseReservation = (id) => { this.placement.ledger.release(id) }
+    await this.placement.start()
     await this.membership.start()
     const addrs = this.node.getMultiaddrs().map((a) => a.toString())
     this.log.info(`agent ${name} ${this.node.peerId.toString()} incarnation ${incarnation} listening on ${addrs.join(' ')}`)
@@ -140,10 +163,20 @@ export class Agent {
     }
   }
 
+  /** Bytes of a snapshot this host does not hold, from its manifest (ours, or the one in the bid). */
+  async missingBytesFor (manifestId: string, encoded?: Uint8Array): Promise<number | undefined> {
+    let manifest
+    if (manifestId !== '' && await this.manifests.has(manifestId)) manifest = await this.manifests.load(manifestId)
+    else if (encoded !== undefined && encoded.length > 0) manifest = decodeManifest(encoded)
+    else return undefined
+    return missingBytes(this.store, manifest)
+  }
+
   /** Graceful stop: announce "left", close the control socket, stop libp2p. */
   async stop ({ leave = true }: { leave?: boolean } = {}): Promise<void> {
     this.stopping ??= (async () => {
       this.vms.stop()
+      await this.placement.stop().catch(() => {})
       if (leave) await this.membership.leave().catch(() => {})
       else this.membership.stop()
       await this.control.close(this.socketPath)
@@ -152,6 +185,19 @@ export class Agent {
       this.log.info('agent stopped')
     })()
     await this.stopping
+  }
+}
+
+function hostResources (r: Resources): HostResources {
+  return {
+    cpuCores: r.cpuCores ?? 0,
+    load1: r.load1 ?? 0,
+    memTotalMib: r.memTotalMib ?? 0,
+    memFreeMib: r.memFreeMib ?? 0,
+    diskTotalMib: r.diskTotalMib ?? 0,
+    diskFreeMib: r.diskFreeMib ?? 0,
+    ioUtil: r.ioUtil ?? 0,
+    accel: r.accel ?? ''
   }
 }
 

@@ -5,6 +5,8 @@ import { membersReply } from './members.js'
 import { vmHandlers } from './vm-handlers.js'
 import { imageHandlers } from './image-handlers.js'
 import { cloneRestoreHandler } from './clone-restore.js'
+import { runClone } from './clone-pipeline.js'
+import { placementElector } from './clone-elector.js'
 
 /** How often a watch may redraw at most; bursts of gossip coalesce into one update. */
 const WATCH_MIN_INTERVAL_MS = 100
@@ -16,6 +18,7 @@ export function controlHandlers (agent: Agent): Record<string, ControlHandler> {
     ...vmHandlers(agent),
     ...imageHandlers(agent),
     cloneRestore: cloneRestoreHandler(agent),
+    clone: async (ctx) => await runClone(agent, placementElector(agent), ctx),
     members: async () => ({ members: membersReply(agent.membership) }),
 
     stats: async () => {

@@ -73,10 +73,12 @@ export class PlacementService {
   }
 
   /** Reserves places for `count` clones of `task`; see ElectionResult. */
-  async elect (task: Task, count: number, opts: ElectOptions = {}): Promise<ElectionResult> {
+  /** Runs an election; `exclude` names peer ids to leave out (hosts that just failed a clone). */
+  async elect (task: Task, count: number, opts: ElectOptions & { exclude?: ReadonlySet<string> } = {}): Promise<ElectionResult> {
+    const exclude = opts.exclude ?? new Set<string>()
     return await runElection({
       transport: this.transport,
-      candidates: this.opts.view(),
+      candidates: this.opts.view().filter((c) => !exclude.has(c.id)),
       config: this.config,
       ...(this.opts.log !== undefined ? { log: this.opts.log } : {})
     }, task, count, opts)
