@@ -23,7 +23,8 @@ export function placementElector (agent: Agent): Elector {
         manifestBytes: task.diskBytes,
         ...(manifest !== undefined ? { manifest } : {})
       }, count, { policy: opts.policy, partial: opts.partial, signal: opts.signal, exclude: opts.exclude })
-      const reasons = r.reasons.map((x) => `${x.name}: ${x.reason}`)
+      // Placement's reasons already begin with the host's name.
+      const reasons = r.reasons.map((x) => x.reason.startsWith(x.name) ? x.reason : `${x.name}: ${x.reason}`)
       for (const s of r.silent) reasons.push(`${s}: did not answer the bid in time`)
       return {
         assignments: r.placements.map((p) => ({ host: { peerId: peerIdFromString(p.peerId), name: p.name }, count: p.count, reservationId: p.reservationId })),

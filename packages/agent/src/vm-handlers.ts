@@ -4,6 +4,8 @@ import type { Agent } from './agent.js'
 import { ControlError } from './control-server.js'
 import type { ControlContext, ControlHandler, ControlReply } from './control-server.js'
 import { forwardRequest } from './control-forward.js'
+import { callHost } from './host-call.js'
+import type { HostRef } from './host-call.js'
 import type { vmesh } from '@vmesh/wire'
 import type { VmInfo } from '@vmesh/hypervisor'
 
@@ -24,7 +26,7 @@ export function vmInfoMessage (agent: Agent, v: VmInfo): vmesh.v1.VmInfo.$Proper
     host: agent.name,
     hostId: agent.node.peerId.toMultihash().bytes,
     state: v.state,
-    source: v.source ?? '',
+    source: v.sourceVm ?? v.source ?? '',
     cpus: v.cpus,
     memMib: v.memMiB,
     accel: v.accel,
@@ -50,6 +52,31 @@ async function onVmHost (agent: Agent, ctx: ControlContext, vm: string, local: (
   const remote = ctx.origin === 'local' || !isMember(agent, ctx.origin) ? remoteHostOf(agent, vm) : undefined
   if (remote !== undefined) return await forwardRequest(agent.node, remote.peerId, remote.name, ctx.request, ctx)
   throw new ControlError('NOT_FOUND', `no VM named "${vm}" in the cluster; "vmesh vms" lists them`)
+}
+
+/**
+ * The Virtual Organization Cluster way: kill the clones' hypervisors and delete their overlays,
+ * on every host, leaving the source and the snapshot layers alone.
+ */
+async function destroyClonesOf (agent: Agent, vm: string, ctx: ControlContext): Promise<ControlReply> {
+  const targets: Array<{ host: HostRef, name: string }> = []
+  for (const v of agent.vms.local()) if ((v.sourceVm ?? '') === vm) targets.push({ host: { peerId: agent.node.peerId, name: agent.name }, name: v.name })
+  for (const e of agent.membership.view.others('alive')) {
+    for (const v of e.advert.vms) if (v.source === vm && v.name != null) targets.push({ host: { peerId: e.peerId, name: e.advert.name }, name: v.name })
+  }
+  if (targets.length === 0) throw new ControlError('NOT_FOUND', `no clones of "${vm}" in the cluster`)
+  const destroyed: string[] = []
+  const failed: string[] = []
+  await Promise.all(targets.map(async (t) => {
+    try {
+      await callHost(agent, t.host, { vmDestroy: { vm: t.name } }, { signal: ctx.signal })
+      destroyed.push(t.name)
+    } catch (err) {
+      failed.push(`${t.name} on ${t.host.name}: ${(err as Error).message}`)
+    }
+  }))
+  if (failed.length > 0 && destroyed.length === 0) throw new ControlError('VM_ERROR', `could not destroy the clones of ${vm}:\n  ${failed.join('\n  ')}`)
+  return { vmDestroy: { destroyed: destroyed.sort(), failed } }
 }
 
 function isMember (agent: Agent, origin: string): boolean {
@@ -125,6 +152,7 @@ export function vmHandlers (agent: Agent): Record<VmHandlerKind, ControlHandler>
 
     vmDestroy: async (ctx) => {
       const vm = checkName(ctx.request.vmDestroy?.vm)
+      if (ctx.request.vmDestroy?.clonesOf === true) return await destroyClonesOf(agent, vm, ctx)
       return await onVmHost(agent, ctx, vm, async () => await vms.exclusive(vm, async () => {
         try {
           await vms.driver.destroy(vm)

@@ -64,13 +64,15 @@ export class VmService {
     return svc
   }
 
+  /** Stops watching; the VMs keep running and a restarted agent picks them up again. */
   stop (): void {
     if (this.timer !== undefined) clearInterval(this.timer)
+    this.driver.close()
   }
 
   /** VMs as the advert carries them. */
   summaries (): vmesh.v1.VmSummary.$Properties[] {
-    return this.cache.map((v) => ({ name: v.name, state: v.state, source: v.source ?? '', cpus: v.cpus, memMib: v.memMiB }))
+    return this.cache.map((v) => ({ name: v.name, state: v.state, source: v.sourceVm ?? v.source ?? '', cpus: v.cpus, memMib: v.memMiB }))
   }
 
   /** vCPUs and memory promised to VMs here, subtracted from what the host offers. */

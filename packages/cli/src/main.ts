@@ -145,5 +145,7 @@ async function agentCommand (args: string[]): Promise<number> {
     process.once('SIGTERM', () => shutdown('SIGTERM'))
     process.once('SIGINT', () => shutdown('SIGINT'))
   })
-  return 0
+  // Everything is closed; exit even if a library left a handle open, so a supervisor (or a test)
+  // never sees a "stopped" agent that still holds its identity.
+  process.exit(0)
 }

@@ -10,7 +10,8 @@ export const VM_COMMANDS = ['create', 'vms', 'snapshot', 'destroy', 'hotplug', '
 export const vmUsage = `  vmesh create NAME [--image ID|FILE] [--cpus N] [--mem MiB]   start a VM (default: the demo guest, built on first use)
   vmesh vms [--json]                         every VM in the cluster: name, host, state, source, cpus, memory, accelerator
   vmesh snapshot VM [--json]                 live copy-on-write snapshot into the chunk store (the VM keeps running)
-  vmesh destroy VM                           kill its QEMU and delete its overlays (snapshots and clones stay)
+  vmesh destroy VM                           kill its QEMU and delete its overlays, on whichever host runs it
+  vmesh destroy --clones-of VM               destroy every clone of VM in the cluster (the source stays)
   vmesh hotplug VM [--cpus N] [--mem MiB]    grow a running VM to N vCPUs / MiB of memory
   vmesh console VM [--bytes N]               the VM's serial console log (last 64 KiB by default)
 `
@@ -22,7 +23,7 @@ export function parseVmArgs (command: string, args: string[]): Parsed {
     create: { image: { type: 'string' }, cpus: { type: 'string' }, mem: { type: 'string' } },
     vms: { json: { type: 'boolean' } },
     snapshot: { json: { type: 'boolean' } },
-    destroy: {},
+    destroy: { 'clones-of': { type: 'boolean' } },
     hotplug: { cpus: { type: 'string' }, mem: { type: 'string' } },
     console: { bytes: { type: 'string' } }
   }[command] as Record<string, { type: 'string' | 'boolean' }>
@@ -76,8 +77,10 @@ export async function runVmCommand (command: string, parsed: Parsed, client: Con
     }
     case 'destroy': {
       const vm = oneVm(command, positionals)
-      const r = (await client.call({ vmDestroy: { vm } })).vmDestroy
-      return `destroyed ${(r?.destroyed ?? []).join(', ')}`
+      const r = (await client.call({ vmDestroy: { vm, clonesOf: values['clones-of'] === true } })).vmDestroy
+      const lines = [`destroyed ${(r?.destroyed ?? []).join(', ')}`]
+      for (const f of r?.failed ?? []) lines.push(`failed: ${f}`)
+      return lines.join('\n')
     }
     case 'hotplug': {
       const vm = oneVm(command, positionals)

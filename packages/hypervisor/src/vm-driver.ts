@@ -104,7 +104,10 @@ export interface VmInfo {
   state: 'running' | 'stopped'
   pid: number
   accel: Accelerator
+  /** Snapshot id this VM was restored from. */
   source?: string
+  /** The VM that snapshot was taken of. */
+  sourceVm?: string
   cpus: number
   memMiB: number
   mac?: string
@@ -373,6 +376,7 @@ export class VmDriver {
       accel: this.accel,
       createdAt: new Date().toISOString(),
       source: snap.id,
+      sourceVm: snap.source,
       pid: 0,
       vmgenid: randomUUID(),
       generation: 0,
@@ -762,6 +766,7 @@ export class VmDriver {
       console: layout.console
     }
     if (state.source) info.source = state.source
+    if (state.sourceVm) info.sourceVm = state.sourceVm
     return info
   }
 }

@@ -13,6 +13,8 @@ export interface VmState {
   createdAt: string
   /** Snapshot id this VM was restored from; absent for a VM created from an image. */
   source?: string
+  /** The VM that snapshot was taken of, shown as a clone's source. */
+  sourceVm?: string
   pid: number
   vmgenid: string
   /** Generation of the active overlay (disk-<n>.qcow2). */

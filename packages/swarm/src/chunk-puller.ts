@@ -1,10 +1,11 @@
 // A target's side of a transfer: fetches every chunk of a manifest that the store lacks, over one
-// link to each other participant. Rules, in order:
+// link to each other participant. Rules:
 //   - a chunk some other target has is fetched from that target (relay), never from a seed;
-//   - a chunk no target has yet is fetched from a seed only if it is in this target's stripe
-//     (the coordinator's plan; it grows when another target dies), else we wait for its owner;
+//   - from a seed we ask only for "fresh" chunks: the seed picks one that no live target holds
+//     or is being sent (seed-handout.ts), so it sends each chunk about once and faster targets
+//     take more; we tell seeds what we gain so they know what the swarm holds;
 //   - safety net: with nothing in flight and no progress for stallFallbackMs, any missing chunk
-//     may come from a seed.
+//     may be asked of a seed by index.
 // Requests are pipelined (perLinkInflight per link); replies are verified by the store's put()
 // before anything else sees them; a link that fails is dropped, its requests re-queued, and it
 // is re-opened after relinkDelayMs (the peer may have restarted).
@@ -28,12 +29,19 @@ export interface PullPeer {
 }
 
 const LINK_TIMEOUT_MS = 10_000
+/** An in-flight entry that a seed fills with a chunk of its choosing. */
+const FRESH = -1
+/** After a seed said it has nothing fresh, ask again this much later (a target may have died). */
+const FRESH_RETRY_MS = 300
 
 class Link {
   state: 'idle' | 'opening' | 'open' | 'down' = 'idle'
   have: Bitfield
   /** Indices requested and not yet answered, in request order (the server answers in order). */
   inflight: number[] = []
+  /** Seeds: have-updates to send, and when to ask for fresh chunks again after a "none". */
+  pendingHave: number[] = []
+  freshAfter = 0
   bulk: BulkChannel | undefined
   ch: MessageChannel | undefined
   failures = 0
@@ -46,7 +54,6 @@ class Link {
 export class ChunkPull {
   /** Chunks held (at start or since). */
   readonly have: Bitfield
-  readonly stripe: Bitfield
   bytesDone = 0
   bytesFetched = 0
   readonly bytesTotal: number
@@ -67,10 +74,9 @@ export class ChunkPull {
   readonly done: Promise<void>
   private rotate = 0
 
-  constructor (private readonly ctx: SwarmContext, readonly info: ManifestInfo, peers: PullPeer[]) {
+  constructor (private readonly ctx: SwarmContext, readonly info: ManifestInfo, peers: PullPeer[], private readonly sessionId: Uint8Array) {
     const n = info.chunks.length
     this.have = new Bitfield(n)
-    this.stripe = new Bitfield(n)
     this.bytesTotal = info.storedBytes
     info.chunks.forEach((c, i) => {
       if (ctx.store.has(c.hash)) { this.have.set(i); this.bytesDone += c.size } else this.todo.push(i)
@@ -89,12 +95,6 @@ export class ChunkPull {
     if (this.checkDone()) return
     for (const l of this.links) void this.open(l)
     this.tick = setInterval(() => this.schedule(), 500)
-  }
-
-  /** Adds chunks to this target's stripe (the plan, or a dead target's share). */
-  addStripe (indices: Iterable<number>): void {
-    for (const i of indices) this.stripe.set(i)
-    this.schedule()
   }
 
   /** Stops at once; done rejects with `reason`. */
@@ -133,7 +133,7 @@ export class ChunkPull {
       const stream = await conn.newStream(CHUNK_PROTOCOL, { signal: AbortSignal.timeout(LINK_TIMEOUT_MS) })
       const ch = streamChannel(stream, swarmLimits.linkFrameBytes)
       link.ch = ch
-      await ch.send(encodeLink({ open: { version: SWARM_VERSION, manifestId: Buffer.from(info.id, 'hex') } }))
+      await ch.send(encodeLink({ open: { version: SWARM_VERSION, manifestId: Buffer.from(info.id, 'hex'), sessionId: this.sessionId, have: this.have.encode() } }))
       const frame = await ch.recv(LINK_TIMEOUT_MS)
       if (frame === undefined) throw new Error('the peer closed the link without answering')
       const f = decodeLinkFrame(frame)
@@ -146,6 +146,8 @@ export class ChunkPull {
       if (this.finished) { void this.closeLink(link); return }
       link.state = 'open'
       link.failures = 0
+      link.pendingHave = []
+      link.freshAfter = 0
       void this.readHaves(link, ch)
       void this.readReplies(link, link.bulk)
       this.schedule()
@@ -210,7 +212,17 @@ export class ChunkPull {
     try {
       for await (const r of readReplies(bulk, info.maxChunkBytes)) {
         const expected = link.inflight.shift()
-        if (expected !== r.index) throw new SwarmProtocolError('bulk_order', `peer answered chunk ${r.index}, expected ${expected ?? 'nothing'}`)
+        if (expected === FRESH) {
+          if (r.none) {
+            link.freshAfter = Date.now() + FRESH_RETRY_MS
+            this.schedule()
+            continue
+          }
+          if (!(r.index >= 0 && r.index < info.chunks.length)) throw new SwarmProtocolError('bulk_reply', `seed sent chunk ${r.index}, outside 0..${info.chunks.length - 1}`)
+          if (!r.missing) this.requested.add(r.index)
+        } else if (expected !== r.index || r.none) {
+          throw new SwarmProtocolError('bulk_order', `peer answered chunk ${r.index}, expected ${expected ?? 'nothing'}`)
+        }
         if (r.missing) {
           link.have.clear(r.index)
           this.requested.delete(r.index)
@@ -247,6 +259,7 @@ export class ChunkPull {
       ctx.cache.addVerified(chunk.hash, data)
       this.lastProgressAt = Date.now()
       ctx.hub.emit('gained', info.id, index)
+      this.tellSeeds(index)
     } catch (err) {
       if (err instanceof CorruptChunkError) {
         // The peer sent bytes that do not match: never use them, ask someone else.
@@ -261,6 +274,23 @@ export class ChunkPull {
       this.putWaiters.shift()?.()
     }
     if (!this.checkDone()) this.schedule()
+  }
+
+  /** Seeds hand out chunks by what the swarm holds: tell them what we gained (batched). */
+  private tellSeeds (index: number): void {
+    for (const l of this.links) {
+      if (!l.peer.seed || l.state !== 'open') continue
+      l.pendingHave.push(index)
+      if (l.pendingHave.length > 1) continue
+      setImmediate(() => {
+        const ch = l.ch
+        const indices = l.pendingHave.splice(0, l.pendingHave.length)
+        if (ch === undefined || indices.length === 0) return
+        for (let at = 0; at < indices.length; at += swarmLimits.maxHaveUpdate) {
+          ch.send(encodeLink({ have: { indices: indices.slice(at, at + swarmLimits.maxHaveUpdate) } })).catch(() => {})
+        }
+      })
+    }
   }
 
   // --- scheduling ----------------------------------------------------------------------------
@@ -287,33 +317,45 @@ export class ChunkPull {
     const open = this.links.filter((l) => l.state === 'open')
     const start = this.rotate++ % Math.max(1, open.length)
     const ordered = [...open.slice(start), ...open.slice(0, start)].sort((a, b) => Number(a.peer.seed) - Number(b.peer.seed))
+    const now = Date.now()
+    // Chunks we still need from anyone, beyond what is already requested: bounds fresh asks.
+    let unrequested = this.todo.reduce((n, i) => (this.have.has(i) || this.requested.has(i) ? n : n + 1), 0)
     for (const link of ordered) {
       const batch: number[] = []
-      while (link.inflight.length + batch.length < config.perLinkInflight && total < config.maxInflight) {
-        const i = this.pick(link, open, stalled)
+      let fresh = 0
+      while (link.inflight.length + batch.length + fresh < config.perLinkInflight && total < config.maxInflight && unrequested > 0) {
+        if (link.peer.seed && !stalled) {
+          if (now < link.freshAfter) break
+          // A seed chooses; every fresh slot is a chunk that no target holds yet.
+          if (!this.todo.some((i) => !this.have.has(i) && !this.requested.has(i) && !open.some((l) => !l.peer.seed && l.have.has(i)))) break
+          fresh++
+          total++
+          unrequested--
+          continue
+        }
+        const i = this.pick(link, open)
         if (i === undefined) break
         this.requested.add(i)
         batch.push(i)
         total++
+        unrequested--
       }
-      if (batch.length === 0) continue
-      link.inflight.push(...batch)
+      if (batch.length === 0 && fresh === 0) continue
+      link.inflight.push(...batch, ...Array<number>(fresh).fill(FRESH))
       const bulk = link.bulk as BulkChannel
-      bulk.write(encodeRequest(batch)).catch((err: Error) => { if (link.bulk === bulk) this.linkDown(link, err) })
-      if (stalled && link.peer.seed) {
+      bulk.write(encodeRequest(batch, fresh)).catch((err: Error) => { if (link.bulk === bulk) this.linkDown(link, err) })
+      if (stalled && link.peer.seed && batch.length > 0) {
         this.lastProgressAt = Date.now()
         this.ctx.counters.inc('swarm.stall_fallback')
       }
     }
   }
 
-  private pick (link: Link, open: Link[], stalled: boolean): number | undefined {
+  private pick (link: Link, open: Link[]): number | undefined {
     for (const i of this.todo) {
       if (this.have.has(i) || this.requested.has(i) || !link.have.has(i)) continue
-      if (link.peer.seed) {
-        if (!this.stripe.has(i) && !stalled) continue
-        if (open.some((l) => !l.peer.seed && l.have.has(i))) continue
-      }
+      // From a seed only as the stall fallback, and not what a target could relay.
+      if (link.peer.seed && open.some((l) => !l.peer.seed && l.have.has(i))) continue
       return i
     }
     return undefined

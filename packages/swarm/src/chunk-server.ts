@@ -9,7 +9,8 @@ import { Bitfield } from './bitfield.js'
 import { createBulkOffer } from './bulk-offer.js'
 import type { BulkChannel } from './bulk-channel.js'
 import { encodeReplyHeader, RequestParser } from './chunk-wire.js'
-import { decodeLinkFrame, encodeLink, SWARM_VERSION, SwarmProtocolError, swarmLimits } from './swarm-protocol.js'
+import { checkIndices, decodeHave, decodeLinkFrame, encodeLink, SWARM_VERSION, SwarmProtocolError, swarmLimits } from './swarm-protocol.js'
+import type { SeedHandout } from './seed-handout.js'
 import type { ManifestInfo, SwarmContext } from './swarm-context.js'
 
 const OPEN_TIMEOUT_MS = 10_000
@@ -18,6 +19,8 @@ export async function serveChunkLink (ctx: SwarmContext, stream: Stream, connect
   const ch = streamChannel(stream, swarmLimits.linkFrameBytes)
   const remote = connection.remotePeer.toString()
   let info: ManifestInfo
+  let sessionId: string
+  let pullerHave: Bitfield
   try {
     const frame = await ch.recv(OPEN_TIMEOUT_MS)
     if (frame === undefined) return
@@ -34,11 +37,15 @@ export async function serveChunkLink (ctx: SwarmContext, stream: Stream, connect
       return
     }
     info = await ctx.info(id)
+    const session = open.sessionId ?? new Uint8Array(0)
+    if (session.length !== swarmLimits.sessionIdBytes) throw new SwarmProtocolError('session_id', `session id must be ${swarmLimits.sessionIdBytes} bytes`)
+    sessionId = Buffer.from(session).toString('hex')
+    pullerHave = decodeHave(open.have ?? new Uint8Array(0), info.chunks.length)
   } catch (err) {
     rejectLink(ctx, ch, err, remote)
     return
   }
-  await new ChunkLinkServer(ctx, ch, info, remote).run()
+  await new ChunkLinkServer(ctx, ch, info, remote, sessionId, pullerHave).run()
 }
 
 function rejectLink (ctx: SwarmContext, ch: MessageChannel, err: unknown, remote: string): void {
@@ -64,8 +71,22 @@ class ChunkLinkServer {
     }
   }
 
-  constructor (private readonly ctx: SwarmContext, private readonly ch: MessageChannel, private readonly info: ManifestInfo, private readonly remote: string) {
+  private readonly handout: SeedHandout
+  private readonly releaseHandout: () => void
+
+  constructor (
+    private readonly ctx: SwarmContext,
+    private readonly ch: MessageChannel,
+    private readonly info: ManifestInfo,
+    private readonly remote: string,
+    sessionId: string,
+    pullerHave: Bitfield
+  ) {
     this.announced = new Bitfield(info.chunks.length)
+    const h = ctx.handout(info.id, sessionId, info.chunks.length)
+    this.handout = h.handout
+    this.releaseHandout = h.release
+    this.handout.join(remote, pullerHave)
   }
 
   async run (): Promise<void> {
@@ -81,17 +102,34 @@ class ChunkLinkServer {
       // The stream ending (puller gone) ends the link too.
       let finished = false
       const b = bulk
-      void this.ch.recv().then(() => { if (!finished) b.destroy() }, () => { if (!finished) b.destroy() })
+      // The puller's have-updates; the stream ending (puller gone) ends the link too.
+      void this.readHaves().then(() => { if (!finished) b.destroy() }, (err: Error) => {
+        if (err instanceof SwarmProtocolError) ctx.counters.inc(`swarm.rejected.link.${err.reason}`)
+        if (!finished) b.destroy()
+      })
       await this.serve(bulk)
       finished = true
+      this.handout.leave(this.remote, true)
       await bulk.end().catch(() => {})
     } catch (err) {
+      this.handout.leave(this.remote, false)
       bulk?.destroy()
       if (!this.closed) rejectLink(ctx, this.ch, err, this.remote)
     } finally {
       this.closed = true
+      this.releaseHandout()
       ctx.hub.off('gained', this.onGained)
       await this.ch.close().catch(() => {})
+    }
+  }
+
+  private async readHaves (): Promise<void> {
+    for (;;) {
+      const frame = await this.ch.recv()
+      if (frame === undefined) return
+      const f = decodeLinkFrame(frame)
+      if (f.body !== 'have' || f.have == null) throw new SwarmProtocolError('link_frame', `unexpected ${f.body ?? 'empty'} frame from a puller`)
+      this.handout.gained(this.remote, checkIndices(f.have.indices ?? [], this.info.chunks.length, swarmLimits.maxHaveUpdate, 'have update'))
     }
   }
 
@@ -111,22 +149,30 @@ class ChunkLinkServer {
     const { ctx, info } = this
     const parser = new RequestParser(info.chunks.length)
     for await (const piece of bulk) {
-      for (const indices of parser.push(piece)) {
-        for (const i of indices) {
-          const chunk = info.chunks[i] as { hash: string, size: number }
-          const bytes = await ctx.readChunk(chunk.hash)
-          if (bytes === undefined || bytes.length !== chunk.size) {
-            ctx.counters.inc('swarm.served_missing')
-            await bulk.write(encodeReplyHeader(i, 0, true))
-            continue
-          }
-          await ctx.upload.take(bytes.length)
-          await bulk.write(encodeReplyHeader(i, bytes.length, false))
-          await bulk.write(bytes)
-          ctx.served(info.id, bytes.length)
+      for (const req of parser.push(piece)) {
+        for (const i of req.indices) await this.send(bulk, i)
+        for (let k = 0; k < req.fresh; k++) {
+          const i = this.handout.next(this.remote)
+          if (i === undefined) await bulk.write(encodeReplyHeader(0, 0, false, true))
+          else await this.send(bulk, i)
         }
       }
     }
     if (parser.pendingBytes > 0) throw new SwarmProtocolError('bulk_truncated', 'puller ended the bulk channel in the middle of a request')
+  }
+
+  private async send (bulk: BulkChannel, i: number): Promise<void> {
+    const { ctx, info } = this
+    const chunk = info.chunks[i] as { hash: string, size: number }
+    const bytes = await ctx.readChunk(chunk.hash)
+    if (bytes === undefined || bytes.length !== chunk.size) {
+      ctx.counters.inc('swarm.served_missing')
+      await bulk.write(encodeReplyHeader(i, 0, true))
+      return
+    }
+    await ctx.upload.take(bytes.length)
+    await bulk.write(encodeReplyHeader(i, bytes.length, false))
+    await bulk.write(bytes)
+    ctx.served(info.id, bytes.length)
   }
 }

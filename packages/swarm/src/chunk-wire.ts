@@ -5,12 +5,17 @@
 import { encodeFrame, FrameDecoder, pb } from '@vmesh/wire'
 import { SwarmProtocolError, swarmLimits, checkIndices } from './swarm-protocol.js'
 
-export function encodeRequest (indices: number[]): Uint8Array {
-  return encodeFrame(pb.ChunkRequest.encode({ indices }).finish())
+export function encodeRequest (indices: number[], fresh = 0): Uint8Array {
+  return encodeFrame(pb.ChunkRequest.encode({ indices, fresh }).finish())
 }
 
-export function encodeReplyHeader (index: number, size: number, missing: boolean): Uint8Array {
-  return encodeFrame(pb.ChunkReplyHeader.encode({ index, size, missing }).finish())
+export function encodeReplyHeader (index: number, size: number, missing: boolean, none = false): Uint8Array {
+  return encodeFrame(pb.ChunkReplyHeader.encode({ index, size, missing, none }).finish())
+}
+
+export interface ParsedRequest {
+  indices: number[]
+  fresh: number
 }
 
 /** Parses request frames arriving in pieces; yields the requested indices, checked against count. */
@@ -19,7 +24,7 @@ export class RequestParser {
 
   constructor (private readonly count: number) {}
 
-  push (piece: Uint8Array): number[][] {
+  push (piece: Uint8Array): ParsedRequest[] {
     let frames: Uint8Array[]
     try {
       frames = this.decoder.push(piece)
@@ -33,7 +38,9 @@ export class RequestParser {
       } catch (err) {
         throw new SwarmProtocolError('bulk_request', `malformed chunk request: ${(err as Error).message}`)
       }
-      return checkIndices(r.indices, this.count, swarmLimits.maxRequestIndices, 'chunk request')
+      const fresh = r.fresh ?? 0
+      if (fresh > swarmLimits.maxRequestIndices) throw new SwarmProtocolError('bulk_request', `chunk request asks for ${fresh} fresh chunks; ${swarmLimits.maxRequestIndices} allowed`)
+      return { indices: checkIndices(r.indices ?? [], this.count, swarmLimits.maxRequestIndices, 'chunk request'), fresh }
     })
   }
 
@@ -45,6 +52,8 @@ export class RequestParser {
 export interface ChunkReply {
   index: number
   missing: boolean
+  /** Answer to a fresh request: the seed has nothing to hand out now. */
+  none: boolean
   data: Buffer
 }
 
@@ -131,9 +140,9 @@ export async function * readReplies (source: AsyncIterable<Buffer>, maxChunkByte
         } catch (err) {
           throw new SwarmProtocolError('bulk_reply', `malformed reply header: ${(err as Error).message}`)
         }
-        if (h.missing) {
+        if (h.missing || h.none) {
           if (h.size !== 0) throw new SwarmProtocolError('bulk_reply', 'a missing chunk reply carries bytes')
-          yield { index: h.index, missing: true, data: Buffer.alloc(0) }
+          yield { index: h.index, missing: h.missing, none: h.none, data: Buffer.alloc(0) }
           continue
         }
         if (h.size === 0 || h.size > maxChunkBytes) throw new SwarmProtocolError('bulk_reply', `reply of ${h.size} bytes for chunk ${h.index}; chunks here hold 1..${maxChunkBytes}`)
@@ -143,7 +152,7 @@ export async function * readReplies (source: AsyncIterable<Buffer>, maxChunkByte
       const data = q.take(header.size)
       const { index } = header
       header = undefined
-      yield { index, missing: false, data }
+      yield { index, missing: false, none: false, data }
     }
   }
   if (header !== undefined || q.length > 0) throw new SwarmProtocolError('bulk_truncated', 'bulk channel ended in the middle of a chunk reply')

@@ -8,6 +8,7 @@ import type { BulkListener } from './bulk-listener.js'
 import type { RateLimiter } from './rate-limiter.js'
 import type { SwarmConfig } from './swarm-config.js'
 import type { VerifiedChunkCache } from './verified-cache.js'
+import { SeedHandout } from './seed-handout.js'
 
 /** Where the swarm counts what it rejected and moved (the agent's Counters fit). */
 export interface CounterSink {
@@ -48,6 +49,8 @@ export class SwarmContext {
   /** Chunk bytes this agent uploaded, per manifest id. */
   readonly servedBytes = new Map<string, number>()
   private readonly infos = new Map<string, ManifestInfo>()
+  /** Hand-out state per push (manifest id + session id), while links of that push are open. */
+  private readonly handouts = new Map<string, { handout: SeedHandout, links: number }>()
 
   constructor (
     readonly node: Libp2p,
@@ -85,6 +88,27 @@ export class SwarmContext {
     if (this.infos.size > 32) {
       const oldest = this.infos.keys().next().value
       if (oldest !== undefined) this.infos.delete(oldest)
+    }
+  }
+
+  /** The hand-out state of a push, shared by the links of its pullers; release() when a link ends. */
+  handout (manifestId: string, sessionId: string, count: number): { handout: SeedHandout, release: () => void } {
+    const key = `${manifestId}/${sessionId}`
+    let entry = this.handouts.get(key)
+    if (entry === undefined) {
+      entry = { handout: new SeedHandout(count), links: 0 }
+      this.handouts.set(key, entry)
+    }
+    entry.links++
+    const e = entry
+    let released = false
+    return {
+      handout: e.handout,
+      release: () => {
+        if (released) return
+        released = true
+        if (--e.links === 0) this.handouts.delete(key)
+      }
     }
   }
 

@@ -19,7 +19,7 @@ import {
   CHUNK_PROTOCOL, SESSION_PROTOCOL, SWARM_VERSION, SwarmProtocolError, swarmLimits,
   checkProgress, checkStart, checkChunkCount, decodeHave, decodeSessionFrame, encodeSession
 } from './swarm-protocol.js'
-import { planTransfer, reassignStripe } from './transfer-plan.js'
+import { planTransfer } from './transfer-plan.js'
 import { VerifiedChunkCache } from './verified-cache.js'
 
 export interface SwarmServiceOptions {
@@ -126,14 +126,15 @@ export class SwarmService {
       const info = manifestInfo(id, start.manifest)
       ctx.remember(info)
       const peers = start.peers.map(toPullPeer)
-      pull = new ChunkPull(ctx, info, peers)
+      pull = new ChunkPull(ctx, info, peers, f.start.sessionId ?? new Uint8Array(0))
       ctx.log.info(`swarm ${id.slice(0, 12)}: target of a push from ${coordinator.slice(-8)}: ${formatMiB(pull.bytesTotal - pull.bytesDone)} to fetch from ${peers.length - 1} peer(s)`)
       await ch.send(encodeSession({ ready: { have: pull.have.encode(), chunkCount: info.chunks.length } }))
       const planFrame = await ch.recv(this.config.readyTimeoutMs)
       if (planFrame === undefined) return
       const pf = decodeSessionFrame(planFrame)
       if (pf.body !== 'plan' || pf.plan == null) throw new SwarmProtocolError('session_plan', `expected a plan, got ${pf.body ?? 'nothing'}`)
-      pull.addStripe(decodeHave(pf.plan.stripe ?? new Uint8Array(0), info.chunks.length).indices())
+      // The plan is the go signal; its seed set is checked but the seeds choose what to send.
+      decodeHave(pf.plan.seedChunks ?? new Uint8Array(0), info.chunks.length)
       await this.runPull(ch, pull, info, coordinator)
     } catch (err) {
       pull?.stop(err as Error)
@@ -153,15 +154,14 @@ export class SwarmService {
       progress: { state, bytesDone: pull.bytesDone, bytesTotal: pull.bytesTotal, bytesFetched: pull.bytesFetched, bytesServed: (ctx.servedBytes.get(info.id) ?? 0) - servedBefore, error: error.slice(0, swarmLimits.maxErrorChars) }
     })
     let ended = false
-    // Frames from the coordinator: more stripe when a target dies, or the end of the push.
+    // Frames from the coordinator: the end of the push.
     const reading = (async () => {
       try {
         for (;;) {
           const frame = await ch.recv()
           if (frame === undefined) break
           const f = decodeSessionFrame(frame)
-          if (f.body === 'plan' && f.plan != null) pull.addStripe(decodeHave(f.plan.stripe ?? new Uint8Array(0), info.chunks.length).indices())
-          else if (f.body === 'end') { ended = true; pull.stop(new Error(`the push was ended: ${(f.end?.reason ?? '').slice(0, 200)}`)); break }
+          if (f.body === 'end') { ended = true; pull.stop(new Error(`the push was ended: ${(f.end?.reason ?? '').slice(0, 200)}`)); break }
           else throw new SwarmProtocolError('session_frame', `unexpected ${f.body ?? 'empty'} frame in a session`)
         }
         if (!ended) pull.stop(new Error(`the coordinator ${coordinator.slice(-8)} went away`))
@@ -256,29 +256,19 @@ export class SwarmService {
       emit(r)
     }))
 
-    // 2. Plan: each chunk no target holds goes to one owner, who fetches it from a seed.
+    // 2. Go. The plan says what the seeds must send (each chunk no target holds, once); which
+    // target gets which chunk first is decided as it goes, by the seeds' hand-out.
     const live = runs.filter((r) => r.state === 'transferring' && r.have !== undefined)
     const plan = planTransfer(sizes, live.map((r) => ({ id: r.id, have: r.have as Bitfield })))
-    const load = new Map<string, number>()
+    const seedChunks = Bitfield.from(sizes.length, [...plan.stripes.values()].flat()).encode()
     await Promise.all(live.map(async (r) => {
-      r.stripe = plan.stripes.get(r.id) ?? []
-      load.set(r.id, r.stripe.reduce((n, i) => n + (sizes[i] ?? 0), 0))
-      await r.ch?.send(encodeSession({ plan: { stripe: Bitfield.from(sizes.length, r.stripe).encode() } })).catch((err: Error) => r.fail(`lost the session with ${r.name}: ${err.message}`))
+      await r.ch?.send(encodeSession({ plan: { seedChunks } })).catch((err: Error) => r.fail(`lost the session with ${r.name}: ${err.message}`))
     }))
 
-    // 3. Follow progress; re-serve a failed target's stripe through the others.
+    // 3. Follow progress. A target that fails needs nothing from here: the seeds see its links
+    // close and hand out again what it held and never passed on.
     const reassign = (dead: TargetRun): void => {
-      const survivors = runs.filter((r) => r.state === 'transferring' && r !== dead)
-      if (dead.stripe.length === 0 || survivors.length === 0) return
-      const shares = reassignStripe(dead.stripe, sizes, survivors.map((s) => s.id), load)
-      dead.stripe = []
-      for (const s of survivors) {
-        const add = shares.get(s.id) ?? []
-        if (add.length === 0) continue
-        s.stripe.push(...add)
-        s.ch?.send(encodeSession({ plan: { stripe: Bitfield.from(sizes.length, add).encode() } })).catch(() => {})
-      }
-      ctx.log.info(`swarm ${manifestId.slice(0, 12)}: ${dead.name} failed; its stripe goes to ${survivors.length} other host(s)`)
+      ctx.log.info(`swarm ${manifestId.slice(0, 12)}: ${dead.name} failed: ${dead.error ?? ''}`)
     }
     await new Promise<void>((resolve) => {
       const settleCheck = (): void => { if (runs.every((r) => r.state === 'done' || r.state === 'failed')) resolve() }
@@ -376,7 +366,6 @@ class TargetRun {
   state: HostProgress['state'] = 'waiting'
   ch: MessageChannel | undefined
   have: Bitfield | undefined
-  stripe: number[] = []
   bytesDone = 0
   bytesFetched = 0
   error: string | undefined
