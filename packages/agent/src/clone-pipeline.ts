@@ -56,13 +56,17 @@ function findVm (agent: Agent, vm: string): VmRef | undefined {
   return undefined
 }
 
-/** Names vm-1, vm-2, ... that no VM in the cluster has yet. */
-export function cloneNames (vm: string, count: number, taken: Set<string>): string[] {
+/**
+ * Names for new clones: the VM's name and a random 4-hex suffix (web-3f9a). Requests from
+ * different peers run at the same time without talking to each other, so ordinal names
+ * (web-1, web-2) would collide; random ones do not, and names already in the view are skipped.
+ */
+export function cloneNames (vm: string, count: number, taken: Set<string>, random: () => number = Math.random): string[] {
+  if (vm.length > 58) throw new ControlError('BAD_REQUEST', `VM name "${vm}" is too long to name its clones (58 characters at most)`)
   const out: string[] = []
-  for (let k = 1; out.length < count; k++) {
-    const name = `${vm}-${k}`
-    if (name.length > 63) throw new ControlError('BAD_REQUEST', `VM name "${vm}" is too long to number its clones`)
-    if (!taken.has(name)) out.push(name)
+  while (out.length < count) {
+    const name = `${vm}-${Math.floor(random() * 0x10000).toString(16).padStart(4, '0')}`
+    if (!taken.has(name) && !out.includes(name)) out.push(name)
   }
   return out
 }
@@ -119,13 +123,17 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
 
     // 3. Transfer from the source to every winner at once (the swarm makes it one upload).
     const tTransfer = Date.now()
-    const push = (await callHost(agent, source.host, { imagePush: { ref: manifestId, hosts: plan.map((p) => p.a.host.peerId.toString()).join(',') } }, {
-      signal: ctx.signal,
-      onProgress: (r) => {
-        const t = r.transferProgress
-        if (t != null) void progress({ phase: 'transfer', host: t.hostName, state: t.state, bytesDone: t.bytesDone, bytesTotal: t.bytesTotal, rateBytesPerS: t.rateBytesPerS, etaMs: t.etaMs })
-      }
-    })).imagePush
+    // The source host already holds its own snapshot: only the other winners receive it.
+    const receivers = plan.filter((p) => !p.a.host.peerId.equals(source.host.peerId))
+    const push = receivers.length === 0
+      ? undefined
+      : (await callHost(agent, source.host, { imagePush: { ref: manifestId, hosts: receivers.map((p) => p.a.host.peerId.toString()).join(',') } }, {
+          signal: ctx.signal,
+          onProgress: (r) => {
+            const t = r.transferProgress
+            if (t != null) void progress({ phase: 'transfer', host: t.hostName, state: t.state, bytesDone: t.bytesDone, bytesTotal: t.bytesTotal, rateBytesPerS: t.rateBytesPerS, etaMs: t.etaMs })
+          }
+        })).imagePush
     transferMs += Date.now() - tTransfer
     egress += Number(push?.sourceEgressBytes ?? 0)
     const failed = new Map<string, string>()
