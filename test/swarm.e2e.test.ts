@@ -5,6 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createMeshNode, parseClusterKey, MESH_TOPICS } from '@vmesh/mesh'
+import { encodeFrame, pb, streamChannel } from '@vmesh/wire'
+import { SESSION_PROTOCOL, CHUNK_PROTOCOL } from '@vmesh/swarm'
 import { TestCluster, waitFor, type TestAgent } from './helpers/agents.js'
 
 const SIZE = 24 * 1024 * 1024 + 12345
@@ -75,6 +80,58 @@ describe('swarm push between four agents on loopback', () => {
     await expect(src.client.call({ imagePush: { ref: 'disk', hosts: 's1,s2' } })).resolves.toBeDefined()
     const again = await src.client.call({ imagePush: { ref: id, hosts: 's1' } })
     expect(Number(again.imagePush?.sourceEgressBytes ?? 0)).toBe(0)
+  })
+
+  it('garbage on the swarm protocols is rejected and counted; the agent keeps serving', async () => {
+    const [src, t1] = agents as [TestAgent, TestAgent]
+    const attacker = await createMeshNode({
+      privateKey: await generateKeyPair('Ed25519'),
+      clusterKey: parseClusterKey(readFileSync(cluster.keyFile, 'utf8')),
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      topics: MESH_TOPICS,
+      maxMessageBytes: 1 << 20
+    })
+    try {
+      const target = multiaddr(await t1.address())
+      const session = (start: Record<string, unknown>): Uint8Array => encodeFrame(pb.SwarmSessionFrame.encode({ start }).finish())
+      const payloads: Array<[string, Uint8Array]> = [
+        [SESSION_PROTOCOL, randomBytes(3000)],
+        [SESSION_PROTOCOL, encodeFrame(randomBytes(300))],
+        [SESSION_PROTOCOL, Buffer.concat([encodeFrame(new Uint8Array(0)).subarray(0, 0), new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x7f])])],
+        [SESSION_PROTOCOL, session({ version: 1, sessionId: randomBytes(16), manifest: randomBytes(500), peers: [{ peerId: randomBytes(38), seed: true }] })],
+        [SESSION_PROTOCOL, session({ version: 1, sessionId: randomBytes(16), manifest: randomBytes(10), peers: Array.from({ length: 2000 }, () => ({ peerId: randomBytes(38), seed: true })) })],
+        [SESSION_PROTOCOL, session({ version: 7, sessionId: randomBytes(16), manifest: randomBytes(10), peers: [] })],
+        [CHUNK_PROTOCOL, randomBytes(5000)],
+        [CHUNK_PROTOCOL, encodeFrame(pb.ChunkLinkFrame.encode({ open: { version: 1, manifestId: randomBytes(31) } }).finish())],
+        [CHUNK_PROTOCOL, encodeFrame(pb.ChunkLinkFrame.encode({ have: { indices: [1, 2, 3] } }).finish())]
+      ]
+      for (const [protocol, bytes] of payloads) {
+        try {
+          const stream = await attacker.dialProtocol(target, protocol, { signal: AbortSignal.timeout(3000) })
+          stream.send(bytes)
+          await stream.close().catch(() => {})
+        } catch { /* a reset is a fine answer */ }
+      }
+      // A well-formed open for a manifest the host does not have gets a clear refusal.
+      const stream = await attacker.dialProtocol(target, CHUNK_PROTOCOL, { signal: AbortSignal.timeout(3000) })
+      const ch = streamChannel(stream, 1 << 20)
+      await ch.send(pb.ChunkLinkFrame.encode({ open: { version: 1, manifestId: randomBytes(32), sessionId: randomBytes(16) } }).finish())
+      const answer = pb.ChunkLinkFrame.decode((await ch.recv(5000)) as Uint8Array)
+      expect(answer.error?.code).toBe('NOT_FOUND')
+    } finally {
+      await attacker.stop()
+    }
+    await waitFor('rejections to be counted', async () => {
+      const stats = await t1.client.call({ stats: {} })
+      const rejected = (stats.stats?.counters ?? []).filter((c) => (c.name ?? '').startsWith('swarm.rejected.')).reduce((n, c) => n + Number(c.value), 0)
+      return rejected >= 6
+    }, 10_000)
+    // Still serving: one more push through the swarm works.
+    const file = join(cluster.root, 'small.raw')
+    writeFileSync(file, randomBytes(3 * 1024 * 1024 + 5))
+    await src.client.call({ imageAdd: { path: file, name: 'small' } })
+    const r = await src.client.call({ imagePush: { ref: 'small', hosts: 'all' } })
+    expect((r.imagePush?.hosts ?? []).map((h) => h.state)).toEqual(['done', 'done', 'done'])
   })
 
   it('explains what is wrong with a bad push request', async () => {

@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import type { vmesh } from '@vmesh/wire'
 import { Lab } from './lab.js'
 import { LabAgents, type LabAgent } from './helpers/lab-agents.js'
+import { waitFor } from './helpers/agents.js'
 
 const check = Lab.available()
 if (!check.ok) console.warn(`transfer-lab.e2e: skipped: ${check.reason ?? ''}`)
@@ -28,9 +29,9 @@ function sha (path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex')
 }
 
-async function push (a: LabAgent, ref: string, onProgress?: (p: vmesh.v1.TransferProgress) => void): Promise<vmesh.v1.ImagePushReply> {
+async function push (a: LabAgent, ref: string, onProgress?: (p: vmesh.v1.TransferProgress) => void, hosts = 'all'): Promise<vmesh.v1.ImagePushReply> {
   let final: vmesh.v1.ImagePushReply | undefined
-  for await (const r of a.client.stream({ imagePush: { ref, hosts: 'all' } })) {
+  for await (const r of a.client.stream({ imagePush: { ref, hosts } })) {
     if (r.transferProgress != null) onProgress?.(r.transferProgress as vmesh.v1.TransferProgress)
     if (r.imagePush != null) final = r.imagePush as vmesh.v1.ImagePushReply
   }
@@ -102,7 +103,11 @@ describe.skipIf(!check.ok)('swarm transfer in the lab (5 hosts, 200 mbit)', () =
     // Restarted with the same data dir, the victim resumes: it already holds part of the image,
     // and the others (which hold it all) serve the rest, so host 0 sends almost nothing.
     agents[2] = await cluster.start(2)
-    const again = await push(src, 'img2')
+    await waitFor('host 0 to see the restarted h2 alive', async () => {
+      const r = await src.client.call({ members: {} })
+      return (r.members?.members ?? []).some((m) => m.name === 'h2' && m.state === 1)
+    }, 30_000)
+    const again = await push(src, 'img2', undefined, 'h2')
     const h2 = (again.hosts ?? []).find((h) => h.hostName === 'h2')
     expect(h2?.state).toBe('done')
     expect((again.hosts ?? []).length).toBe(1)

@@ -56,16 +56,26 @@ export class LabAgents {
 
   /** Bytes host i's interface has sent (its upload, as the shaped link saw it). */
   txBytes (i: number): number {
+    return this.linkBytes(i).tx
+  }
+
+  /** Bytes host i's interface has sent and received. */
+  linkBytes (i: number): { tx: number, rx: number } {
     const out = execFileSync('ip', ['-n', this.lab.ns(i), '-s', '-j', 'link', 'show', 'eth0'], { encoding: 'utf8' })
-    const j = JSON.parse(out) as Array<{ stats64?: { tx?: { bytes?: number } } }>
-    return Number(j[0]?.stats64?.tx?.bytes ?? 0)
+    const j = JSON.parse(out) as Array<{ stats64?: { tx?: { bytes?: number }, rx?: { bytes?: number } } }>
+    return { tx: Number(j[0]?.stats64?.tx?.bytes ?? 0), rx: Number(j[0]?.stats64?.rx?.bytes ?? 0) }
   }
 
   async stopAll (): Promise<void> {
     for (const a of this.agents) await a?.kill('SIGKILL')
   }
 
+  /** Removes data dirs and logs, unless VMESH_KEEP_LAB_FILES=1 (to read the agents' logs). */
   removeFiles (): void {
+    if (process.env.VMESH_KEEP_LAB_FILES === '1') {
+      console.log(`lab agent files kept in ${this.root}`)
+      return
+    }
     rmSync(this.root, { recursive: true, force: true })
   }
 }

@@ -116,7 +116,7 @@ export function imageHandlers (agent: Agent): Record<'imageAdd' | 'imageList' | 
       const id = resolveImage(agent, req?.ref ?? '')
       const manifest = await loadManifest(agent, id, req?.ref ?? '')
       const targets = chooseTargets(agent, id, req?.hosts ?? '')
-      if (targets.length === 0) throw new ControlError('NO_TARGET', `every chosen host already holds ${req?.ref ?? id}; nothing to push`)
+      if (targets.length === 0) throw new ControlError('NO_TARGET', `no host to push ${req?.ref ?? id} to (the only one named is this host)`)
       const seeds: PushTarget[] = aliveOthers(agent)
         .filter((e) => holdsComplete(e, id) && !targets.some((t) => t.peerId.equals(e.peerId)))
         .map((e) => ({ peerId: e.peerId, name: e.advert.name }))
@@ -249,8 +249,13 @@ export function chooseTargets (agent: Agent, id: string, spec: string): PushTarg
   const toTarget = (e: MemberEntry): PushTarget => ({ peerId: e.peerId, name: e.advert.name })
   if (s === '' ) throw new ControlError('BAD_REQUEST', 'say which hosts: --hosts all, --hosts N, or --hosts name,name,...')
   if (s === 'all') {
-    if (others.length === 0) throw new ControlError('NO_TARGET', `no other host is alive in the cluster (vmesh members)`)
-    return others.filter((e) => !holdsComplete(e, id)).map(toTarget)
+    if (others.length === 0) throw new ControlError('NO_TARGET', 'no other host is alive in the cluster (vmesh members)')
+    const lacking = others.filter((e) => !holdsComplete(e, id))
+    if (lacking.length === 0) {
+      const notAlive = agent.membership.view.list().filter((e) => e.id !== agent.membership.selfId && e.claim.status !== 'alive').map((e) => `${e.advert.name} (${e.claim.status})`)
+      throw new ControlError('NO_TARGET', `every alive host already holds the image; nothing to push${notAlive.length > 0 ? `. Not alive: ${notAlive.join(', ')}` : ''}`)
+    }
+    return lacking.map(toTarget)
   }
   if (/^\d+$/.test(s)) {
     const n = Number(s)

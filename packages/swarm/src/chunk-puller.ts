@@ -57,6 +57,8 @@ export class ChunkPull {
   bytesDone = 0
   bytesFetched = 0
   readonly bytesTotal: number
+  /** What happened, for the log line at the end: chunks from seeds and relays, seeds' "none" answers, stalls. */
+  readonly stats = { fromSeeds: 0, fromRelays: 0, none: 0, stalls: 0, corrupt: 0, linkFailures: 0 }
   private todo: number[] = []
   private heldSinceCompact = 0
   private readonly requested = new Set<number>()
@@ -169,6 +171,7 @@ export class ChunkPull {
     if (err instanceof SwarmProtocolError) this.ctx.counters.inc(`swarm.rejected.pull.${err.reason}`)
     if (this.finished) return
     link.failures++
+    this.stats.linkFailures++
     this.ctx.log.debug(`swarm ${this.info.id.slice(0, 12)}: link to ${link.peer.name || link.peer.id} ${wasOpen ? 'failed' : 'did not open'}: ${err.message}`)
     const t = setTimeout(() => { this.timers.delete(t); void this.open(link) }, this.ctx.config.relinkDelayMs * Math.min(link.failures, 5))
     this.timers.add(t)
@@ -214,6 +217,7 @@ export class ChunkPull {
         const expected = link.inflight.shift()
         if (expected === FRESH) {
           if (r.none) {
+            this.stats.none++
             link.freshAfter = Date.now() + FRESH_RETRY_MS
             this.schedule()
             continue
@@ -231,6 +235,8 @@ export class ChunkPull {
         }
         await ctx.download.take(r.data.length)
         await this.putSlot()
+        if (link.peer.seed) this.stats.fromSeeds++
+        else this.stats.fromRelays++
         void this.store(link, r.index, r.data)
         this.schedule()
       }
@@ -264,6 +270,7 @@ export class ChunkPull {
       if (err instanceof CorruptChunkError) {
         // The peer sent bytes that do not match: never use them, ask someone else.
         ctx.counters.inc('swarm.rejected.corrupt_chunk')
+        this.stats.corrupt++
         link.have.clear(index)
       } else {
         this.stop(err as Error)
@@ -347,6 +354,7 @@ export class ChunkPull {
       if (stalled && link.peer.seed && batch.length > 0) {
         this.lastProgressAt = Date.now()
         this.ctx.counters.inc('swarm.stall_fallback')
+        this.stats.stalls++
       }
     }
   }

@@ -9,8 +9,9 @@ import { Bitfield } from './bitfield.js'
 import { createBulkOffer } from './bulk-offer.js'
 import type { BulkChannel } from './bulk-channel.js'
 import { encodeReplyHeader, RequestParser } from './chunk-wire.js'
-import { checkIndices, decodeHave, decodeLinkFrame, encodeLink, SWARM_VERSION, SwarmProtocolError, swarmLimits } from './swarm-protocol.js'
+import { checkIndices, decodeHave, decodeLinkFrame, encodeLink, errorReason, SWARM_VERSION, SwarmProtocolError, swarmLimits } from './swarm-protocol.js'
 import type { SeedHandout } from './seed-handout.js'
+
 import type { ManifestInfo, SwarmContext } from './swarm-context.js'
 
 const OPEN_TIMEOUT_MS = 10_000
@@ -49,7 +50,7 @@ export async function serveChunkLink (ctx: SwarmContext, stream: Stream, connect
 }
 
 function rejectLink (ctx: SwarmContext, ch: MessageChannel, err: unknown, remote: string): void {
-  const reason = err instanceof SwarmProtocolError ? err.reason : 'stream'
+  const reason = errorReason(err)
   ctx.counters.inc(`swarm.rejected.link.${reason}`)
   ctx.log.debug(`chunk link from ${remote}: ${(err as Error).message}`)
   ch.abort(err as Error)

@@ -36,6 +36,16 @@ export class SwarmProtocolError extends Error {
   }
 }
 
+/**
+ * A short counter name for why a stream was dropped: the protocol rule it broke, or the name of
+ * the framing or stream error (InvalidDataLengthError for an oversized frame, StreamResetError...).
+ */
+export function errorReason (err: unknown): string {
+  if (err instanceof SwarmProtocolError) return err.reason
+  const name = (err as Error | undefined)?.name
+  return typeof name === 'string' && /^[A-Za-z]{1,40}$/.test(name) ? name : 'stream'
+}
+
 function decodeOr<T> (what: string, fn: () => T): T {
   try {
     return fn()

@@ -16,7 +16,7 @@ import { RateLimiter } from './rate-limiter.js'
 import { DEFAULT_SWARM_CONFIG, type RateLimits, type SwarmConfig } from './swarm-config.js'
 import { manifestInfo, SwarmContext, type CounterSink, type ManifestInfo, type SwarmLog } from './swarm-context.js'
 import {
-  CHUNK_PROTOCOL, SESSION_PROTOCOL, SWARM_VERSION, SwarmProtocolError, swarmLimits,
+  CHUNK_PROTOCOL, SESSION_PROTOCOL, SWARM_VERSION, SwarmProtocolError, swarmLimits, errorReason,
   checkProgress, checkStart, checkChunkCount, decodeHave, decodeSessionFrame, encodeSession
 } from './swarm-protocol.js'
 import { planTransfer } from './transfer-plan.js'
@@ -138,7 +138,7 @@ export class SwarmService {
       await this.runPull(ch, pull, info, coordinator)
     } catch (err) {
       pull?.stop(err as Error)
-      const reason = err instanceof SwarmProtocolError ? err.reason : 'stream'
+      const reason = errorReason(err)
       ctx.counters.inc(`swarm.rejected.session.${reason}`)
       ctx.log.debug(`swarm session from ${coordinator}: ${(err as Error).message}`)
       ch.abort(err as Error)
@@ -150,6 +150,7 @@ export class SwarmService {
   private async runPull (ch: MessageChannel, pull: ChunkPull, info: ManifestInfo, coordinator: string): Promise<void> {
     const ctx = this.context
     const servedBefore = ctx.servedBytes.get(info.id) ?? 0
+    const startedAt = Date.now()
     const progress = (state: string, error = ''): Uint8Array => encodeSession({
       progress: { state, bytesDone: pull.bytesDone, bytesTotal: pull.bytesTotal, bytesFetched: pull.bytesFetched, bytesServed: (ctx.servedBytes.get(info.id) ?? 0) - servedBefore, error: error.slice(0, swarmLimits.maxErrorChars) }
     })
@@ -175,7 +176,8 @@ export class SwarmService {
     try {
       await pull.done
       clearInterval(timer)
-      ctx.log.info(`swarm ${info.id.slice(0, 12)}: complete, ${formatMiB(pull.bytesFetched)} fetched`)
+      const s = pull.stats
+      ctx.log.info(`swarm ${info.id.slice(0, 12)}: complete, ${formatMiB(pull.bytesFetched)} fetched in ${Date.now() - startedAt} ms: ${s.fromSeeds} chunk(s) from seeds, ${s.fromRelays} from targets, ${s.none} "none", ${s.stalls} stall fallback(s), ${s.linkFailures} link failure(s), ${s.corrupt} corrupt`)
       this.opts.onComplete?.(info.id)
       await ch.send(progress('done'))
     } catch (err) {

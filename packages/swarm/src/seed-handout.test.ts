@@ -1,0 +1,89 @@
+import { describe, expect, it } from 'vitest'
+import { Bitfield } from './bitfield.js'
+import { HANDOUT_TIMEOUT_MS, SeedHandout } from './seed-handout.js'
+
+const empty = (n: number): Bitfield => new Bitfield(n)
+
+describe('seed hand-out', () => {
+  it('hands each chunk out once over all pullers, lowest first', () => {
+    const h = new SeedHandout(6)
+    h.join('a', empty(6))
+    h.join('b', empty(6))
+    expect([h.next('a'), h.next('b'), h.next('a'), h.next('b')]).toEqual([0, 1, 2, 3])
+    h.gained('a', [0])
+    h.gained('b', [1])
+    expect(h.next('b')).toBe(4)
+    expect(h.next('a')).toBe(5)
+    expect(h.next('a')).toBeUndefined()
+    expect(h.handedOut).toBe(6)
+  })
+
+  it('a puller that asks more often gets more chunks (no static stripes to fall behind on)', () => {
+    const h = new SeedHandout(100)
+    h.join('fast', empty(100))
+    h.join('slow', empty(100))
+    const got = { fast: 0, slow: 0 }
+    for (let round = 0; round < 50; round++) {
+      for (const p of ['fast', 'fast', 'fast', 'slow'] as const) {
+        const i = h.next(p)
+        if (i !== undefined) { got[p]++; h.gained(p, [i]) }
+      }
+    }
+    expect(got.fast + got.slow).toBe(100)
+    expect(got.fast).toBe(75)
+  })
+
+  it('never hands out what a live puller holds, nor what the asker holds', () => {
+    const h = new SeedHandout(4)
+    h.join('a', Bitfield.from(4, [0, 1]))
+    h.join('b', Bitfield.from(4, [3]))
+    expect(h.next('b')).toBe(2)
+    expect(h.next('a')).toBeUndefined()
+  })
+
+  it('what a dead puller held and never passed on is handed out again, once, to survivors', () => {
+    const h = new SeedHandout(4)
+    h.join('a', empty(4))
+    h.join('b', empty(4))
+    expect(h.next('a')).toBe(0)
+    expect(h.next('a')).toBe(1)
+    h.gained('a', [0, 1])
+    h.gained('b', [0]) // b got chunk 0 from a, not chunk 1
+    expect(h.next('b')).toBe(2)
+    h.leave('a', false) // a dies
+    // chunk 1 now lives nowhere: b gets it; chunk 0 b holds already.
+    const again = [h.next('b'), h.next('b')]
+    expect(again).toEqual([1, 3])
+    expect(h.next('b')).toBeUndefined()
+    expect(h.next('a')).toBeUndefined()
+  })
+
+  it('a clean leave (finished, still serving) keeps its chunks counted', () => {
+    const h = new SeedHandout(2)
+    h.join('a', Bitfield.from(2, [0, 1]))
+    h.join('b', empty(2))
+    h.leave('a', true)
+    expect(h.next('b')).toBeUndefined()
+  })
+
+  it('a chunk on its way that is never confirmed is handed out again after the timeout', () => {
+    let now = 0
+    const h = new SeedHandout(1, () => now)
+    h.join('a', empty(1))
+    h.join('b', empty(1))
+    expect(h.next('a')).toBe(0)
+    expect(h.next('b')).toBeUndefined()
+    now += HANDOUT_TIMEOUT_MS
+    expect(h.next('b')).toBe(0)
+  })
+
+  it('a rejoining puller replaces its old have-map', () => {
+    const h = new SeedHandout(3)
+    h.join('a', Bitfield.from(3, [0, 1, 2]))
+    h.join('b', empty(3))
+    expect(h.next('b')).toBeUndefined()
+    h.join('a', Bitfield.from(3, [0])) // restarted with less
+    expect(h.next('b')).toBe(1)
+    expect(h.livePullers).toBe(2)
+  })
+})

@@ -1,0 +1,101 @@
+// A seed's hand-out state for one push (manifest + session): which chunks each live puller holds,
+// and which chunks are on their way to whom. Asked for a "fresh" chunk, the seed sends the lowest
+// chunk that the asker lacks, that no live puller holds, and that is not already on its way to a
+// live puller. Consequences, by construction:
+//   - the seed sends each chunk once while its receiver lives (egress ≈ 1x for any N);
+//   - a target that downloads faster asks more often and gets more chunks to relay (no static
+//     stripes to fall behind on);
+//   - when a puller dies, what it held and never passed on is no longer "held by a live puller",
+//     so it is handed out again, to the survivors only, and only once.
+// Pure bookkeeping (no I/O) so the tests drive it directly.
+import { Bitfield } from './bitfield.js'
+
+/** A chunk handed out and not confirmed by a have-update within this time may be handed out again. */
+export const HANDOUT_TIMEOUT_MS = 30_000
+
+interface PullerState {
+  have: Bitfield
+  /** False once its link closed uncleanly: what it holds no longer counts. */
+  live: boolean
+}
+
+export class SeedHandout {
+  private readonly pullers = new Map<string, PullerState>()
+  /** How many live pullers hold each chunk. */
+  private readonly held: Uint16Array
+  /** Chunk -> (puller it was handed to, when). */
+  private readonly onItsWay = new Map<number, { peer: string, atMs: number }>()
+  /** Every index below this is held by some live puller (a scan start, moved lazily). */
+  private cursor = 0
+  /** Chunks handed out in all (for tests and stats). */
+  handedOut = 0
+
+  constructor (readonly count: number, private readonly now: () => number = Date.now) {
+    this.held = new Uint16Array(count)
+  }
+
+  get livePullers (): number {
+    let n = 0
+    for (const p of this.pullers.values()) if (p.live) n++
+    return n
+  }
+
+  /** A puller (re)connects with its have-map. */
+  join (peer: string, have: Bitfield): void {
+    this.drop(peer)
+    const copy = Bitfield.decode(have.bytes, this.count)
+    for (const i of copy.indices()) this.held[i] = (this.held[i] as number) + 1
+    this.pullers.set(peer, { have: copy, live: true })
+    for (const i of copy.indices()) this.onItsWay.delete(i)
+  }
+
+  /** A puller reports chunks it now holds. */
+  gained (peer: string, indices: Iterable<number>): void {
+    const p = this.pullers.get(peer)
+    if (p === undefined || !p.live) return
+    for (const i of indices) {
+      if (p.have.set(i)) this.held[i] = (this.held[i] as number) + 1
+      const w = this.onItsWay.get(i)
+      if (w !== undefined && w.peer === peer) this.onItsWay.delete(i)
+    }
+  }
+
+  /**
+   * The puller's link closed. Clean (it finished and ended the link): it keeps serving what it
+   * holds, so its chunks still count. Unclean (died, or the link broke): they no longer do, and
+   * what was on its way to it may be handed out again.
+   */
+  leave (peer: string, clean: boolean): void {
+    if (clean) {
+      for (const [i, w] of this.onItsWay) if (w.peer === peer) this.onItsWay.delete(i)
+      return
+    }
+    this.drop(peer)
+  }
+
+  /** The next chunk to send `peer`, marked as on its way; undefined when there is none now. */
+  next (peer: string): number | undefined {
+    const p = this.pullers.get(peer)
+    if (p === undefined || !p.live) return undefined
+    const now = this.now()
+    while (this.cursor < this.count && (this.held[this.cursor] as number) > 0) this.cursor++
+    for (let i = this.cursor; i < this.count; i++) {
+      if ((this.held[i] as number) > 0 || p.have.has(i)) continue
+      const w = this.onItsWay.get(i)
+      if (w !== undefined && now - w.atMs < HANDOUT_TIMEOUT_MS) continue
+      this.onItsWay.set(i, { peer, atMs: now })
+      this.handedOut++
+      return i
+    }
+    return undefined
+  }
+
+  private drop (peer: string): void {
+    const old = this.pullers.get(peer)
+    if (old === undefined) return
+    if (old.live) for (const i of old.have.indices()) this.held[i] = (this.held[i] as number) - 1
+    this.pullers.delete(peer)
+    for (const [i, w] of this.onItsWay) if (w.peer === peer) this.onItsWay.delete(i)
+    this.cursor = 0
+  }
+}
