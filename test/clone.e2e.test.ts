@@ -109,3 +109,46 @@ describe.skipIf(skipReason !== undefined)('vmesh clone across three agents', () 
     }, 30_000, 500)
   }, 120_000)
 })
+
+describe.skipIf(skipReason !== undefined)('vmesh clone when a winner dies mid-transfer', () => {
+  const cluster = new TestCluster()
+  let agents: TestAgent[] = []
+
+  beforeAll(async () => {
+    const first = await cluster.start('w0')
+    const boot = await first.address()
+    // Slow downloads on the other hosts, so there is a transfer to interrupt.
+    const slow = { VMESH_DOWNLOAD_RATE: '100mbit' }
+    const rest = await Promise.all([1, 2, 3].map(async (i) => await cluster.start(`w${i}`, { bootstrap: [boot], env: slow })))
+    agents = [first, ...rest]
+    for (const a of agents) await waitFor(`${a.name} sees 4 alive`, async () => (await a.members()).filter((m) => m.status === 'alive').length === 4)
+    await first.client.call({ vmCreate: { name: 'app', cpus: 1, memMib: 128 } })
+  }, 300_000)
+
+  afterAll(async () => {
+    for (const a of agents.filter((x) => x.running)) {
+      for (const v of await vms(a).catch(() => [])) {
+        if (v.host === a.name) await a.client.call({ vmDestroy: { vm: v.name ?? '' } }).catch(() => {})
+      }
+    }
+    await cluster.stop()
+  }, 120_000)
+
+  it('kill -9 of a winner during the transfer re-places its clones and says so', async () => {
+    let victim: TestAgent | undefined
+    let final
+    for await (const r of agents[1]!.client.stream({ clone: { vm: 'app', count: 3, policy: 'spread' } })) {
+      const p = r.cloneProgress
+      if (victim === undefined && p?.phase === 'transfer' && Number(p.bytesDone ?? 0) > 0 && p.host !== 'w1') {
+        victim = agents.find((a) => a.name === p.host)
+        await victim?.kill('SIGKILL')
+      }
+      if (r.clone != null) final = r.clone
+    }
+    expect(victim).toBeDefined()
+    const running = (final?.clones ?? []).filter((c) => c.state === 'running')
+    expect(running).toHaveLength(3)
+    expect(running.every((c) => c.host !== victim!.name)).toBe(true)
+    expect((final?.notes ?? []).some((n) => n.startsWith(victim!.name) && /re-placed/.test(n))).toBe(true)
+  }, 300_000)
+})
