@@ -73,7 +73,7 @@ describe.skipIf(skipReason !== undefined)('hypervisor on real QEMU', () => {
 
   it('snapshots while running: the counter never stops longer than the measured pause', async () => {
     const watch = new CounterWatch(join(driver.vmDir('src'), 'console.log'), 5).start()
-    await sleep(1500)
+    await sleep(2000)
     counterBefore = (await driver.health('src')).counter
     const t0 = performance.now()
     snap = await driver.snapshot('src')
@@ -83,11 +83,13 @@ describe.skipIf(skipReason !== undefined)('hypervisor on real QEMU', () => {
     watch.stop()
     const gap = watch.maxGapMs(t0 - 1000, t1 + 1000)
     const stall = gap - TICK_S * 1000
-    console.log(`snapshot: ${snap.totalMs} ms, pause ${snap.pauseMs} ms (QEMU downtime ${snap.downtimeMs} ms), counter stall ${stall.toFixed(1)} ms`)
+    // Host scheduling jitter before the snapshot, for the same guest: a busy host stretches gaps.
+    const jitter = Math.max(0, watch.maxGapMs(t0 - 1500, t0) - TICK_S * 1000)
+    console.log(`snapshot (${snap.method}): ${snap.totalMs} ms, pause ${snap.pauseMs} ms (QEMU downtime ${snap.downtimeMs} ms), counter stall ${stall.toFixed(1)} ms (jitter before: ${jitter.toFixed(1)} ms)`)
     expect(snap.pauseMs).toBeGreaterThan(0)
     // TCG scheduling jitter on a 2-core runner allows some slack; a stop-the-world snapshot
-    // (about a second here) would blow through it.
-    expect(stall).toBeLessThanOrEqual(snap.pauseMs + 250)
+    // (the whole RAM copy, most of a second here) would blow through it on a quiet host.
+    expect(stall).toBeLessThanOrEqual(snap.pauseMs + 250 + 2 * jitter)
     expect(counterAfter).toBeGreaterThanOrEqual(counterBefore)
     const kinds = snap.layers.map((l) => l.kind)
     expect(kinds).toEqual(expect.arrayContaining(['disk-base', 'disk-delta', 'memory', 'device-state']))
@@ -156,21 +158,24 @@ describe.skipIf(skipReason !== undefined)('hypervisor on real QEMU', () => {
     expect(h.memKiB).toBeGreaterThanOrEqual(before.memKiB + 100 * 1024)
   })
 
-  it('snapshots a clone and restores a clone of it (clone of a clone)', async () => {
-    // clone-b, not the hot-plugged clone-a: see the package README, known issues.
-    const s2 = await driver.snapshot('clone-b')
+  it('snapshots a hot-plugged clone and restores it with the same vCPUs and memory (clone of a clone)', async () => {
+    const s2 = await driver.snapshot('clone-a')
+    console.log(`snapshot of a clone: ${s2.method}, pause ${s2.pauseMs} ms`)
+    expect(s2.layers.filter((l) => l.kind === 'memory').map((l) => l.id)).toEqual(['pc.ram', 'mem-dimm0'])
     expect(s2.layers.filter((l) => l.kind === 'disk-delta')).toHaveLength(2)
-    const at = (await driver.health('clone-b')).counter
-    const r = await driver.restore({ snapshot: s2, name: 'clone-b2', hostname: 'grandchild' })
-    const h = await driver.health('clone-b2')
+    const at = (await driver.health('clone-a')).counter
+    const r = await driver.restore({ snapshot: s2, name: 'clone-a2', hostname: 'grandchild' })
+    expect(r.vm.cpus).toBe(2)
+    const h = await driver.health('clone-a2')
     expect(h.hostname).toBe('grandchild')
+    expect(h.cpus).toBe(2)
+    expect(h.memKiB).toBeGreaterThanOrEqual((await driver.health('clone-a')).memKiB - 1024)
     expect(h.counter).toBeGreaterThanOrEqual(at - 1)
-    expect(r.vm.source).toBe(s2.id)
-    // It still sees what clone-b wrote before the snapshot.
-    expect((await driver.guest('clone-b2').run('dd if=/dev/vda bs=512 skip=70 count=1 2>/dev/null | head -c 14')).output).toBe('clone-b-data-1')
+    // It still sees what clone-a wrote before the snapshot.
+    expect((await driver.guest('clone-a2').run('dd if=/dev/vda bs=512 skip=70 count=1 2>/dev/null | head -c 14')).output).toBe('clone-a-data-0')
     expect(await driver.loadSnapshot(s2.id)).toEqual(s2)
-    await expect(driver.deleteSnapshot(s2.id)).rejects.toThrow(/in use by clone-b, clone-b2/)
-    await driver.destroy('clone-b2')
+    await expect(driver.deleteSnapshot(s2.id)).rejects.toThrow(/in use by clone-a, clone-a2/)
+    await driver.destroy('clone-a2')
   })
 
   it('destroying the source leaves its clones and snapshot layers intact; destroy leaves nothing behind', async () => {
