@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // `npm run demo`: a local vmesh cluster on loopback. Starts three agents as separate processes,
-// shows the cluster from each, then stops them gracefully (they announce "left") and cleans up.
+// shows the cluster, starts a real VM (QEMU; the small demo guest is built on first use), clones
+// it to 4 copies placed by the agents' election, shows every VM, then destroys the VMs, stops the
+// agents gracefully (they announce "left") and cleans up.
 import '@vmesh/wire/polyfill'
 import { spawn, execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync, openSync, readFileSync } from 'node:fs'
@@ -21,6 +23,13 @@ const step = (msg) => console.log(`\n== ${msg}`)
 function vmesh (...args) {
   console.log(`$ vmesh ${args.join(' ')}`)
   process.stdout.write(execFileSync(process.execPath, [cli, ...args], { encoding: 'utf8' }))
+}
+
+function hasQemu () {
+  for (const bin of ['qemu-system-x86_64', 'qemu-img']) {
+    try { execFileSync(bin, ['--version'], { stdio: 'ignore' }) } catch { return false }
+  }
+  return true
 }
 
 async function until (what, fn, timeoutMs = 30_000) {
@@ -72,6 +81,24 @@ async function main () {
   const json = JSON.parse(execFileSync(process.execPath, [cli, 'members', '--peer', boot, '--cluster-key', keyFile, '--json'], { encoding: 'utf8' }))
   console.log(JSON.stringify(json[0], null, 2))
 
+  if (!hasQemu()) {
+    console.log('\n(qemu-system-x86_64 or qemu-img is not installed: skipping the VM part. On Debian: apt-get install --no-install-recommends qemu-system-x86 qemu-utils busybox-static)')
+  } else {
+    step('a VM on host-a (the demo guest: a Debian kernel and a busybox initramfs, built on first use)')
+    vmesh('create', 'web', '--mem', '128', '--data-dir', join(dir, 'host-a'))
+
+    step('clone it 4 times, asked from host-b: live snapshot on host-a, election, peer-to-peer transfer, restore')
+    vmesh('clone', '4', 'web', '--data-dir', join(dir, 'host-b'))
+
+    step('every VM in the cluster, as host-c sees it')
+    await until('host-c to see the 5 VMs', async () => (await agents[2].client.call({ vmList: {} })).vmList.vms.length === 5)
+    vmesh('vms', '--data-dir', join(dir, 'host-c'))
+
+    step('destroy the clones across the cluster, then the source')
+    vmesh('destroy', '--clones-of', 'web', '--data-dir', join(dir, 'host-c'))
+    vmesh('destroy', 'web', '--data-dir', join(dir, 'host-c'))
+  }
+
   step('host-b leaves gracefully (SIGTERM)')
   const b = agents[1]
   b.proc.kill('SIGTERM')
@@ -91,6 +118,13 @@ try {
     try { console.error(`--- ${a.name}.log\n${readFileSync(join(dir, `${a.name}.log`), 'utf8').split('\n').slice(-15).join('\n')}`) } catch {}
   }
 } finally {
+  // Whatever happened, no VM outlives the demo.
+  for (const a of agents) {
+    try {
+      const vms = (await a.client.call({ vmList: {} })).vmList?.vms ?? []
+      for (const v of vms) if (v.host === a.name) await a.client.call({ vmDestroy: { vm: v.name } }).catch(() => {})
+    } catch {}
+  }
   await Promise.all(agents.map((a) => new Promise((resolve) => {
     if (a.proc.exitCode !== null || a.proc.signalCode !== null) return resolve()
     a.proc.once('exit', resolve)
