@@ -10,7 +10,20 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createMeshNode, parseClusterKey, MESH_TOPICS } from '@vmesh/mesh'
 import { encodeFrame, pb, streamChannel } from '@vmesh/wire'
 import { SESSION_PROTOCOL, CHUNK_PROTOCOL } from '@vmesh/swarm'
-import { TestCluster, waitFor, type TestAgent } from './helpers/agents.js'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { TestCluster, waitFor, cliBin, type TestAgent } from './helpers/agents.js'
+
+const run = promisify(execFile)
+async function vmesh (dataDir: string, ...args: string[]): Promise<{ stdout: string, stderr: string, code: number }> {
+  try {
+    const r = await run(process.execPath, [cliBin, ...args, '--data-dir', dataDir], { timeout: 60_000 })
+    return { ...r, code: 0 }
+  } catch (err) {
+    const e = err as { stdout?: string, stderr?: string, code?: number }
+    return { stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: e.code ?? 1 }
+  }
+}
 
 const SIZE = 24 * 1024 * 1024 + 12345
 
@@ -132,6 +145,38 @@ describe('swarm push between four agents on loopback', () => {
     await src.client.call({ imageAdd: { path: file, name: 'small' } })
     const r = await src.client.call({ imagePush: { ref: 'small', hosts: 'all' } })
     expect((r.imagePush?.hosts ?? []).map((h) => h.state)).toEqual(['done', 'done', 'done'])
+  })
+
+  it('vmesh image add, ls, push (plain progress lines off a terminal) and export from the CLI', async () => {
+    const [src, , t2] = agents as [TestAgent, TestAgent, TestAgent]
+    const file = join(cluster.root, 'cli.qcow2')
+    const data = randomBytes(2 * 1024 * 1024 + 77)
+    data.set([0x51, 0x46, 0x49, 0xfb], 0) // qcow2 magic: stored as one disk-base layer all the same
+    writeFileSync(file, data)
+    const add = await vmesh(src.dataDir, 'image', 'add', file, '--name', 'cli-img')
+    expect(add.code).toBe(0)
+    const id = add.stdout.trim()
+    expect(id).toMatch(/^[0-9a-f]{64}$/)
+    const push = await vmesh(src.dataDir, 'image', 'push', 'cli-img', '--hosts', 's2')
+    expect(push.code).toBe(0)
+    expect(push.stdout).toMatch(/s2\s+\[#+\]\s+100%.*done/)
+    expect(push.stdout).toMatch(/1\/1 host\(s\) hold/)
+    const ls = await vmesh(src.dataDir, 'image', 'ls', '--json')
+    const img = (JSON.parse(ls.stdout) as Array<{ name: string, holders: Array<{ name: string }> }>).find((i) => i.name === 'cli-img')
+    await waitFor('s2 to advertise cli-img', async () => {
+      const again = JSON.parse((await vmesh(src.dataDir, 'image', 'ls', '--json')).stdout) as Array<{ name: string, holders: Array<{ name: string }> }>
+      return again.find((i) => i.name === 'cli-img')?.holders.some((h) => h.name === 's2')
+    }, 10_000)
+    expect(img?.holders.map((h) => h.name)).toContain('s0')
+    const table = await vmesh(src.dataDir, 'image', 'ls')
+    expect(table.stdout).toMatch(/cli-img\s+[0-9a-f]{12}\s+2\.0 MiB/)
+    const out = join(cluster.root, 'cli-out.qcow2')
+    const exp = await vmesh(t2.dataDir, 'image', 'export', id.slice(0, 12), '--out', out)
+    expect(exp.code).toBe(0)
+    expect(readFileSync(out).equals(data)).toBe(true)
+    const bad = await vmesh(src.dataDir, 'image', 'push', 'cli-img')
+    expect(bad.code).not.toBe(0)
+    expect(bad.stderr).toMatch(/--hosts/)
   })
 
   it('explains what is wrong with a bad push request', async () => {

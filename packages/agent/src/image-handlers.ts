@@ -113,7 +113,7 @@ export function imageHandlers (agent: Agent): Record<'imageAdd' | 'imageList' | 
 
     imagePush: async (ctx) => {
       const req = ctx.request.imagePush
-      const id = resolveImage(agent, req?.ref ?? '')
+      const id = await resolveImage(agent, req?.ref ?? '')
       const manifest = await loadManifest(agent, id, req?.ref ?? '')
       const targets = chooseTargets(agent, id, req?.hosts ?? '')
       if (targets.length === 0) throw new ControlError('NO_TARGET', `no host to push ${req?.ref ?? id} to (the only one named is this host)`)
@@ -146,7 +146,7 @@ export function imageHandlers (agent: Agent): Record<'imageAdd' | 'imageList' | 
       const req = ctx.request.imageExport
       const out = req?.outPath ?? ''
       if (!isAbsolute(out)) throw new ControlError('BAD_REQUEST', `output path "${out}" must be absolute (the CLI resolves relative paths)`)
-      const id = resolveImage(agent, req?.ref ?? '')
+      const id = await resolveImage(agent, req?.ref ?? '')
       const manifest = await loadManifest(agent, id, req?.ref ?? '')
       if (manifest.layers.length !== 1) throw new ControlError('BAD_REQUEST', `${req?.ref ?? id} has ${manifest.layers.length} layers; export writes single-layer images (from vmesh image add)`)
       if (!isComplete(agent.store, manifest)) throw new ControlError('INCOMPLETE', `this host (${agent.name}) lacks ${formatBytes(missingBytes(agent.store, manifest))} of ${req?.ref ?? id}; push it here first (vmesh image push ${req?.ref ?? id} --hosts ${agent.name})`)
@@ -187,9 +187,16 @@ async function detectFormat (path: string): Promise<'qcow2' | 'raw'> {
   }
 }
 
-function resolveImage (agent: Agent, ref: string): string {
+/** A name in this host's catalogue, a full id, or an id prefix (8+ hex) of a manifest held here. */
+async function resolveImage (agent: Agent, ref: string): Promise<string> {
   if (ref === '') throw new ControlError('BAD_REQUEST', 'name an image: its name, id or an id prefix of 8+ hex characters')
-  const id = agent.images.resolve(ref)
+  let id = agent.images.resolve(ref)
+  if (id === undefined && /^[0-9a-f]{8,63}$/.test(ref)) {
+    // Pushed here from elsewhere: the manifest is in the store, the name is not in our catalogue.
+    const ids = (await agent.manifests.list()).filter((m) => m.startsWith(ref))
+    if (ids.length > 1) throw new ControlError('AMBIGUOUS', `"${ref}" is the start of ${ids.length} manifests here; give more characters`)
+    id = ids[0]
+  }
   if (id === undefined) {
     const known = agent.images.list().map((e) => e.name)
     throw new ControlError('NOT_FOUND', `no image "${ref}" on ${agent.name}${known.length > 0 ? `; known: ${known.join(', ')}` : ''} (vmesh image ls)`)

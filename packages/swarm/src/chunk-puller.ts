@@ -333,8 +333,8 @@ export class ChunkPull {
       while (link.inflight.length + batch.length + fresh < config.perLinkInflight && total < config.maxInflight && unrequested > 0) {
         if (link.peer.seed && !stalled) {
           if (now < link.freshAfter) break
-          // A seed chooses; every fresh slot is a chunk that no target holds yet.
-          if (!this.todo.some((i) => !this.have.has(i) && !this.requested.has(i) && !open.some((l) => !l.peer.seed && l.have.has(i)))) break
+          // The seed chooses: a chunk no target holds yet (we will relay it), or in the end game
+          // one we lack. Asking while anything is missing keeps the seed's upload busy.
           fresh++
           total++
           unrequested--

@@ -87,3 +87,28 @@ describe('seed hand-out', () => {
     expect(h.livePullers).toBe(2)
   })
 })
+
+describe('seed hand-out end game', () => {
+  it('when nothing is new, sends the rarest chunk the asker lacks, within the budget', () => {
+    const h = new SeedHandout(4, Date.now, 2)
+    h.join('a', empty(4))
+    h.join('b', empty(4))
+    h.join('c', empty(4))
+    for (const p of ['a', 'b', 'a', 'b']) { const i = h.next(p) as number; h.gained(p, [i]) }
+    // a holds 0 and 2, b holds 1 and 3; c gets 0..3 from relays, except: c got 0 and 1 already.
+    h.gained('c', [0, 1])
+    const first = h.next('c')
+    expect([2, 3]).toContain(first)
+    const second = h.next('c')
+    expect([2, 3].filter((i) => i !== first)).toContain(second)
+    expect(h.duplicates).toBe(2)
+    expect(h.next('a')).toBeUndefined() // budget spent
+  })
+
+  it('without a budget there is no end game', () => {
+    const h = new SeedHandout(1)
+    h.join('a', Bitfield.from(1, [0]))
+    h.join('b', empty(1))
+    expect(h.next('b')).toBeUndefined()
+  })
+})

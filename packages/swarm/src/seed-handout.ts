@@ -6,7 +6,11 @@
 //   - a target that downloads faster asks more often and gets more chunks to relay (no static
 //     stripes to fall behind on);
 //   - when a puller dies, what it held and never passed on is no longer "held by a live puller",
-//     so it is handed out again, to the survivors only, and only once.
+//     so it is handed out again, to the survivors only, and only once;
+//   - end game: once every chunk is out, a puller that asks while the seed has nothing new gets
+//     a chunk it lacks that the fewest pullers hold, within a small budget of duplicates
+//     (endgameChunks): the seed's idle upload shortens the tail where one relay would otherwise
+//     send the last chunks to every other target alone.
 // Pure bookkeeping (no I/O) so the tests drive it directly.
 import { Bitfield } from './bitfield.js'
 
@@ -27,10 +31,12 @@ export class SeedHandout {
   private readonly onItsWay = new Map<number, { peer: string, atMs: number }>()
   /** Every index below this is held by some live puller (a scan start, moved lazily). */
   private cursor = 0
-  /** Chunks handed out in all (for tests and stats). */
+  /** Chunks handed out in all (for tests and stats), and end-game duplicates among them. */
   handedOut = 0
+  duplicates = 0
 
-  constructor (readonly count: number, private readonly now: () => number = Date.now) {
+  /** @param endgameChunks duplicates the end game may send in all (0: none) */
+  constructor (readonly count: number, private readonly now: () => number = Date.now, readonly endgameChunks = 0) {
     this.held = new Uint16Array(count)
   }
 
@@ -87,7 +93,27 @@ export class SeedHandout {
       this.handedOut++
       return i
     }
-    return undefined
+    return this.endgame(p, peer, now)
+  }
+
+  /** Nothing new: the rarest chunk the asker lacks (and is not already being sent), if budget remains. */
+  private endgame (p: PullerState, peer: string, now: number): number | undefined {
+    if (this.duplicates >= this.endgameChunks) return undefined
+    let best: number | undefined
+    let bestHeld = Infinity
+    for (let i = 0; i < this.count; i++) {
+      const held = this.held[i] as number
+      if (held === 0 || held >= bestHeld || p.have.has(i)) continue
+      const w = this.onItsWay.get(i)
+      if (w !== undefined && w.peer === peer) continue
+      best = i
+      bestHeld = held
+    }
+    if (best === undefined) return undefined
+    this.onItsWay.set(best, { peer, atMs: now })
+    this.handedOut++
+    this.duplicates++
+    return best
   }
 
   private drop (peer: string): void {

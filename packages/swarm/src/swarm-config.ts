@@ -26,18 +26,26 @@ export interface SwarmConfig {
    * owner that is alive for the coordinator but unreachable from here. Costs seed egress.
    */
   stallFallbackMs: number
+  /**
+   * End game: once a seed has handed out every chunk, it may send chunks a second time to targets
+   * that ask while it is idle, up to this fraction of the manifest's chunks. The last chunks out
+   * otherwise reach N-1 targets through one relay's upload alone (a tail of about (N-1) chunk
+   * times); the budget caps what it costs: seed egress ≤ 1 + this fraction.
+   */
+  endgameFraction: number
 }
 
 export const DEFAULT_SWARM_CONFIG: SwarmConfig = {
   perLinkInflight: 4,
   maxInflight: 48,
-  maxPendingPuts: 8,
+  maxPendingPuts: 16,
   cacheBytes: 64 * 1024 * 1024,
   progressIntervalMs: 250,
   targetSilenceMs: 15_000,
   readyTimeoutMs: 30_000,
   relinkDelayMs: 1000,
-  stallFallbackMs: 5000
+  stallFallbackMs: 5000,
+  endgameFraction: 0.03
 }
 
 /** Per-host caps in bytes per second; 0 or absent means unlimited. */

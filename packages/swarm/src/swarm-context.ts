@@ -96,7 +96,7 @@ export class SwarmContext {
     const key = `${manifestId}/${sessionId}`
     let entry = this.handouts.get(key)
     if (entry === undefined) {
-      entry = { handout: new SeedHandout(count), links: 0 }
+      entry = { handout: new SeedHandout(count, Date.now, Math.floor(count * this.config.endgameFraction)), links: 0 }
       this.handouts.set(key, entry)
     }
     entry.links++

@@ -1,14 +1,16 @@
-// Who fetches what from whom: the arithmetic of a swarm transfer, pure so tests drive it directly.
+// The arithmetic of a swarm transfer, pure so tests drive it directly.
 //
 // A chunk that some target lacks and no target holds must leave a seed (the source, or a host
-// that already has the whole manifest) at least once. The plan gives each such chunk to exactly one
-// target that needs it (its owner): the owner fetches it from a seed and every other target that
-// needs it fetches it from the owner (or from any target that has it by then). So seeds upload each
-// missing chunk once whatever the number of targets, and owners are chosen by least assigned bytes,
-// which stripes consecutive chunks across targets so all of them relay from the first second.
+// that already has the whole manifest) at least once; everything else can come from targets. The
+// plan gives each such chunk to one target that needs it (its owner) by least assigned bytes, so
+// consecutive chunks stripe across targets, and counts what each side sends. With N targets each
+// downloading at R and seeds uploading at R, every target relays its 1/N share to N-1 others: a
+// target downloads S, uploads S(N-1)/N < S, the seeds upload S, so the time is about S/R for any N.
 //
-// With N targets each downloading at R, seeds uploading at R, every target sends its 1/N stripe to
-// N-1 others: a target downloads S, uploads S(N-1)/N < S, seeds upload S: time ≈ S/R for any N.
+// The service does not route by these stripes: seeds hand chunks out as targets ask
+// (seed-handout.ts), which reaches the same totals while adapting to uneven links. The plan gives
+// the coordinator the seed set and what the seeds must send (plannedSeedBytes); reassignStripe is
+// the same arithmetic for a dead owner's share.
 import type { Bitfield } from './bitfield.js'
 
 export interface PlanTarget {
