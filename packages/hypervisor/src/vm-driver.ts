@@ -39,7 +39,7 @@ export interface VmDriverOptions {
    * the VM's RAM, else a copy with the guest stopped. precopy: live pre-copy, whose snapshots were
    * sometimes inconsistent on TCG here (kept for measurement).
    */
-  snapshotMode?: 'auto' | 'precopy'
+  snapshotMode?: 'auto' | 'stopped' | 'precopy'
 }
 
 export interface CreateOptions {
@@ -263,7 +263,7 @@ export class VmDriver {
       // this VM's RAM. Live pre-copy snapshots on TCG here were sometimes inconsistent (clones
       // oopsed on a zeroed function pointer in about 1 of 3 snapshots); background ones never
       // (15 of 15 clones over 3 snapshots).
-      const bg = this.opts.snapshotMode !== 'precopy' &&
+      const bg = (this.opts.snapshotMode ?? 'auto') === 'auto' &&
         (await q
           .execute('migrate-set-capabilities', {
             capabilities: [
