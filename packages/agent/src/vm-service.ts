@@ -13,7 +13,7 @@ import type { ChunkStore, ManifestStore } from '@vmesh/store'
 
 /** What a snapshot manifest's vm-spec layer holds. */
 interface VmSpecLayer { kind: VmLayerKind, id?: string, format?: string, size: number }
-interface VmSpec { version: 1, snapshotId: string, source: string, accel: Accelerator, machine: MachineSpec, layers: VmSpecLayer[] }
+interface VmSpec { version: 1, snapshotId: string, source: string, accel: Accelerator, machine: MachineSpec, layers: VmSpecLayer[], method?: Snapshot['method'] }
 
 const MAX_SPEC_BYTES = 1024 * 1024
 
@@ -124,7 +124,7 @@ export class VmService {
         layers.push(await importLayer(this.deps.store, l.path, l.kind, { name: l.id ?? l.kind, hold }))
         specLayers.push({ kind: l.kind, id: l.id, format: l.format, size: l.size })
       }
-      const spec: VmSpec = { version: 1, snapshotId: snap.id, source: snap.source, accel: snap.accel, machine: snap.machine, layers: specLayers }
+      const spec: VmSpec = { version: 1, snapshotId: snap.id, source: snap.source, accel: snap.accel, machine: snap.machine, layers: specLayers, method: snap.method }
       const specPath = join(this.snapshotsDir(), snap.id, 'vm-spec.json')
       await writeFile(specPath, JSON.stringify(spec))
       layers.push(await importLayer(this.deps.store, specPath, 'vm-spec', { name: 'vm-spec', hold }))
@@ -169,7 +169,8 @@ export class VmService {
       pauseMs: 0,
       downtimeMs: 0,
       totalMs: 0,
-      precopyMs: 0
+      precopyMs: 0,
+      method: spec.method === 'stopped' || spec.method === 'precopy' ? spec.method : 'background'
     }
   }
 
