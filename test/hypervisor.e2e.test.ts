@@ -1,6 +1,6 @@
 // Real QEMU (TCG here) end to end: boot, live snapshot, three clones, identity, disk isolation,
 // hot-plug, destroy. Skips, saying why, only when qemu is not installed.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -165,6 +165,7 @@ describe.skipIf(skipReason !== undefined)('hypervisor on real QEMU', () => {
     expect(s2.layers.filter((l) => l.kind === 'disk-delta')).toHaveLength(2)
     const at = (await driver.health('clone-a')).counter
     const r = await driver.restore({ snapshot: s2, name: 'clone-a2', hostname: 'grandchild' })
+    onTestFinished(() => driver.destroy('clone-a2').catch(() => {}))
     expect(r.vm.cpus).toBe(2)
     const h = await driver.health('clone-a2')
     expect(h.hostname).toBe('grandchild')
@@ -175,7 +176,6 @@ describe.skipIf(skipReason !== undefined)('hypervisor on real QEMU', () => {
     expect((await driver.guest('clone-a2').run('dd if=/dev/vda bs=512 skip=70 count=1 2>/dev/null | head -c 14')).output).toBe('clone-a-data-0')
     expect(await driver.loadSnapshot(s2.id)).toEqual(s2)
     await expect(driver.deleteSnapshot(s2.id)).rejects.toThrow(/in use by clone-a, clone-a2/)
-    await driver.destroy('clone-a2')
   })
 
   it('destroying the source leaves its clones and snapshot layers intact; destroy leaves nothing behind', async () => {

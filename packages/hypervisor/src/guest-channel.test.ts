@@ -68,5 +68,6 @@ describe('GuestChannel', () => {
 
   it('rejects malformed health', () => {
     expect(() => parseHealth('name=x counter=abc')).toThrow(/counter/)
+    expect(() => parseHealth('name=x counter= cpus=1 memkb=1 uptime=1')).toThrow(/counter/)
   })
 })

@@ -94,8 +94,9 @@ export function parseHealth(text: string): GuestHealth {
     if (i > 0) kv.set(part.slice(0, i), part.slice(i + 1))
   }
   const num = (k: string): number => {
-    const v = Number(kv.get(k))
-    if (!Number.isFinite(v)) throw new Error(`guest health has no numeric ${k}: "${text}"`)
+    const raw = kv.get(k)
+    const v = Number(raw)
+    if (!raw || !Number.isFinite(v)) throw new Error(`guest health has no numeric ${k}: "${text}"`)
     return v
   }
   return {
