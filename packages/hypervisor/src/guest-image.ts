@@ -1,5 +1,6 @@
 // The demo guest built by scripts/build-guest: kernel, busybox initramfs and a blank data disk.
 import { execFile } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -30,7 +31,9 @@ export async function guestImage(opts: { outDir?: string; build?: boolean; log?:
     return { disk: j.disk!, kernel: j.kernel!, initrd: j.initrd!, append: j.append! }
   }
   try {
-    return await load()
+    const image = await load()
+    // Reuse the build while the guest sources in this checkout are unchanged (the script checks the same).
+    if (opts.build === false || (await sourceHash()) === (await manifestHash(manifest))) return image
   } catch {
     if (opts.build === false) throw new Error(`demo guest not built (${manifest} missing); run scripts/build-guest`)
   }
@@ -41,4 +44,20 @@ export async function guestImage(opts: { outDir?: string; build?: boolean; log?:
     )
   })
   return load()
+}
+
+/** First 16 hex digits of sha256(guest/init + scripts/build-guest), as scripts/build-guest computes it. */
+async function sourceHash(): Promise<string | undefined> {
+  try {
+    const init = await readFile(join(repoRoot(), 'guest', 'init'))
+    const script = await readFile(join(repoRoot(), 'scripts', 'build-guest'))
+    return createHash('sha256').update(init).update(script).digest('hex').slice(0, 16)
+  } catch {
+    return undefined
+  }
+}
+
+async function manifestHash(manifest: string): Promise<string | undefined> {
+  const j = JSON.parse(await readFile(manifest, 'utf8')) as Record<string, string>
+  return j.sourceHash
 }
