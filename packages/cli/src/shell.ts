@@ -9,6 +9,8 @@ import { parseArgs } from 'node:util'
 import type { ControlClient } from '@vmesh/agent'
 import { membersCommand, statsCommand, STATUSES } from './commands.js'
 import { memberJson, membersTable, summary } from './format.js'
+import { parseVmArgs, runVmCommand } from './vm-commands.js'
+import { cloneCommand, parseCloneArgs } from './clone-command.js'
 
 const HISTORY_FILE = join(homedir(), '.vmesh_history')
 const HISTORY_MAX = 1000
@@ -37,6 +39,17 @@ const commands: Record<string, ShellCommand> = {
       s.print(await statsCommand(s.client, { json: values.json }))
     }
   },
+  vms: { usage: 'vms [--json]', help: 'every VM in the cluster', run: async (args, s) => { s.print(await runVmCommand('vms', parseVmArgs('vms', args), s.client)) } },
+  create: { usage: 'create NAME [--image FILE] [--cpus N] [--mem MiB]', help: 'start a VM on the connected host', run: async (args, s) => { s.print(await runVmCommand('create', parseVmArgs('create', args), s.client)) } },
+  clone: {
+    usage: 'clone N VM [--policy spread|pack] [--partial]',
+    help: 'N clones of VM on the best hosts, with live progress',
+    run: async (args, s) => { s.print(await cloneCommand(s.client, parseCloneArgs(args))) }
+  },
+  snapshot: { usage: 'snapshot VM', help: 'live snapshot into the chunk store', run: async (args, s) => { s.print(await runVmCommand('snapshot', parseVmArgs('snapshot', args), s.client)) } },
+  destroy: { usage: 'destroy VM | destroy --clones-of VM', help: 'destroy a VM, or every clone of it, wherever they run', run: async (args, s) => { s.print(await runVmCommand('destroy', parseVmArgs('destroy', args), s.client)) } },
+  hotplug: { usage: 'hotplug VM [--cpus N] [--mem MiB]', help: 'grow a running VM', run: async (args, s) => { s.print(await runVmCommand('hotplug', parseVmArgs('hotplug', args), s.client)) } },
+  console: { usage: 'console VM [--bytes N]', help: 'the VM\'s serial console', run: async (args, s) => { s.print(await runVmCommand('console', parseVmArgs('console', args), s.client)) } },
   watch: { usage: 'watch', help: 'live view that redraws as hosts change state; Enter or Ctrl-C returns', run: async (_a, s) => { await s.watch() } },
   exit: { usage: 'exit', help: 'leave the shell (also Ctrl-D)', run: async (_a, s) => { s.rl.close() } }
 }
