@@ -110,8 +110,8 @@ export function vmHandlers (agent: Agent): Record<VmHandlerKind, ControlHandler>
           let source: string | Awaited<ReturnType<typeof vms.demoGuest>>
           if (image === '') source = await vms.demoGuest()
           else {
-            const file = await vms.imageFile(image)
-            if (file === undefined) throw new ControlError('NOT_FOUND', `image "${image}" is not a file on host ${agent.name}`)
+            const file = await vms.imageFile(image, agent.images)
+            if (file === undefined) throw new ControlError('NOT_FOUND', `image "${image}" is neither an image in this host's store ("vmesh image ls") nor a file on host ${agent.name}`)
             source = file
           }
           const vm = await vms.driver.create({ name, image: source, cpus, memMiB })

@@ -2,14 +2,14 @@
 // of VM summaries for the advert, per-VM serialisation of operations, and snapshots imported into
 // the chunk store as manifests.
 import { join } from 'node:path'
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
 import { VmDriver, detectAccelerator, guestImage } from '@vmesh/hypervisor'
 import type { Accelerator, AcceleratorChoice, LayerKind as VmLayerKind, MachineSpec, Snapshot, VmInfo } from '@vmesh/hypervisor'
-import { createManifest, importLayer, materializeLayer } from '@vmesh/store'
+import { createManifest, importLayer, isComplete, materializeLayer } from '@vmesh/store'
 import type { Layer } from '@vmesh/store'
 import type { vmesh } from '@vmesh/wire'
 import type { Logger } from './logger.js'
-import type { ChunkStore, ManifestStore } from '@vmesh/store'
+import type { ChunkStore, ImageCatalogue, ManifestStore } from '@vmesh/store'
 
 /** What a snapshot manifest's vm-spec layer holds. */
 interface VmSpecLayer { kind: VmLayerKind, id?: string, format?: string, size: number }
@@ -174,9 +174,29 @@ export class VmService {
     }
   }
 
-  /** Resolves a create's image: a file on this host, or the demo guest when empty. */
-  async imageFile (image: string): Promise<string | undefined> {
+  /**
+   * Resolves a create's image: an image in this host's catalogue (id, id prefix or name; its
+   * disk layer is materialised once under <data-dir>/images/ and used read-only as the base),
+   * or a file on this host. Undefined when it is neither.
+   */
+  async imageFile (image: string, catalogue: ImageCatalogue): Promise<string | undefined> {
     if (image === '') return undefined
+    const id = catalogue.resolve(image)
+    if (id !== undefined && await this.deps.manifests.has(id)) {
+      const manifest = await this.deps.manifests.load(id)
+      const disk = manifest.layers.find((l) => l.kind === 'disk-base')
+      if (disk === undefined) throw new Error(`image ${image} has no disk layer`)
+      if (!isComplete(this.deps.store, manifest)) throw new Error(`image ${image} is not complete on this host; "vmesh image push" it here first`)
+      const dir = join(this.deps.dataDir, 'images')
+      const path = join(dir, `${id}.img`)
+      if (!(await stat(path).then((st) => st.isFile() && st.size === disk.size, () => false))) {
+        await mkdir(dir, { recursive: true })
+        const tmp = `${path}.tmp-${process.pid}`
+        await materializeLayer(this.deps.store, disk, tmp)
+        await rename(tmp, path)
+      }
+      return path
+    }
     const st = await stat(image).catch(() => undefined)
     if (st === undefined || !st.isFile()) return undefined
     return image

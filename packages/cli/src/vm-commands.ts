@@ -7,7 +7,7 @@ import type { TargetOptions } from './options.js'
 
 export const VM_COMMANDS = ['create', 'vms', 'snapshot', 'destroy', 'hotplug', 'console']
 
-export const vmUsage = `  vmesh create NAME [--image ID|FILE] [--cpus N] [--mem MiB]   start a VM (default: the demo guest, built on first use)
+export const vmUsage = `  vmesh create NAME [--image ID|NAME|FILE] [--cpus N] [--mem MiB]   start a VM from an image in the store, a file, or the demo guest (built on first use)
   vmesh vms [--json]                         every VM in the cluster: name, host, state, source, cpus, memory, accelerator
   vmesh snapshot VM [--json]                 live copy-on-write snapshot into the chunk store (the VM keeps running)
   vmesh destroy VM                           kill its QEMU and delete its overlays, on whichever host runs it
