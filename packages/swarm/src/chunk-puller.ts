@@ -12,7 +12,8 @@
 import type { Connection, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { streamChannel, type MessageChannel } from '@vmesh/wire'
-import { CorruptChunkError } from '@vmesh/store'
+import { sha256 } from '@vmesh/store'
+import { DurableQueue } from './durable-queue.js'
 import { Bitfield } from './bitfield.js'
 import { acceptBulkOffer } from './bulk-offer.js'
 import type { BulkChannel } from './bulk-channel.js'
@@ -58,13 +59,15 @@ export class ChunkPull {
   bytesFetched = 0
   readonly bytesTotal: number
   /** What happened, for the log line at the end: chunks from seeds and relays, seeds' "none" answers, stalls. */
-  readonly stats = { fromSeeds: 0, fromRelays: 0, none: 0, stalls: 0, corrupt: 0, linkFailures: 0 }
+  readonly stats = { fromSeeds: 0, fromRelays: 0, none: 0, stalls: 0, corrupt: 0, linkFailures: 0, writeWaitMs: 0 }
   private todo: number[] = []
   private heldSinceCompact = 0
   private readonly requested = new Set<number>()
   private readonly links: Link[] = []
-  private pendingPuts = 0
-  private readonly putWaiters: Array<() => void> = []
+  /** Verified chunks on their way to disk. */
+  readonly durable: DurableQueue
+  /** Set once every chunk arrived: the final flush is running. */
+  private flushing = false
   private lastProgressAt = Date.now()
   private scheduled = false
   private finished = false
@@ -84,6 +87,7 @@ export class ChunkPull {
       if (ctx.store.has(c.hash)) { this.have.set(i); this.bytesDone += c.size } else this.todo.push(i)
     })
     for (const p of peers) if (p.id !== ctx.selfId) this.links.push(new Link(p, n))
+    this.durable = new DurableQueue(ctx, ctx.config.maxUnwrittenBytes)
     this.done = new Promise<void>((resolve, reject) => { this.resolveDone = resolve; this.rejectDone = reject })
     this.done.catch(() => {})
   }
@@ -104,6 +108,7 @@ export class ChunkPull {
     if (this.finished) return
     this.failure = reason
     this.finish()
+    void this.durable.abort()
     this.rejectDone(reason)
   }
 
@@ -115,11 +120,16 @@ export class ChunkPull {
     for (const l of this.links) void this.closeLink(l)
   }
 
+  /** Done once every chunk arrived verified and the last of them is durable in the store. */
   private checkDone (): boolean {
-    if (this.finished) return true
-    if (!this.have.full || this.pendingPuts > 0) return false
-    this.finish()
-    this.resolveDone()
+    if (this.finished || this.flushing) return true
+    if (!this.have.full) return false
+    this.flushing = true
+    this.durable.flush().then(() => {
+      if (this.finished) return
+      this.finish()
+      this.resolveDone()
+    }, (err: Error) => this.stop(err))
     return true
   }
 
@@ -234,28 +244,36 @@ export class ChunkPull {
           continue
         }
         await ctx.download.take(r.data.length)
-        await this.putSlot()
         if (link.peer.seed) this.stats.fromSeeds++
         else this.stats.fromRelays++
-        void this.store(link, r.index, r.data)
-        this.schedule()
+        await this.received(link, r.index, r.data)
+        if (!this.checkDone()) this.schedule()
       }
     } catch (err) {
       if (link.bulk === bulk && !this.finished) this.linkDown(link, err as Error)
     }
   }
 
-  private async putSlot (): Promise<void> {
-    while (this.pendingPuts >= this.ctx.config.maxPendingPuts) await new Promise<void>((resolve) => this.putWaiters.push(resolve))
-    this.pendingPuts++
-  }
-
-  private async store (link: Link, index: number, data: Buffer): Promise<void> {
+  /**
+   * A chunk arrived: verified against its hash here (never used or passed on otherwise), then
+   * servable at once from memory and queued for a batched durable write; waits while the writes
+   * lag too far behind (the disk is then the bottleneck, and TCP backpressure tells the senders).
+   */
+  private async received (link: Link, index: number, data: Buffer): Promise<void> {
     const { ctx, info } = this
     const chunk = info.chunks[index] as { hash: string, size: number }
     try {
-      if (data.length !== chunk.size) throw new CorruptChunkError(chunk.hash, `${data.length} bytes`, 'received')
-      await ctx.store.put(chunk.hash, data)
+      if (data.length !== chunk.size || sha256(data) !== chunk.hash) {
+        // The peer sent bytes that do not match: never use them, ask someone else.
+        ctx.counters.inc('swarm.rejected.corrupt_chunk')
+        this.stats.corrupt++
+        link.have.clear(index)
+        return
+      }
+      if (this.have.has(index)) return
+      const waitFrom = Date.now()
+      await this.durable.add(chunk.hash, data)
+      this.stats.writeWaitMs += Date.now() - waitFrom
       if (this.have.set(index)) {
         this.bytesDone += chunk.size
         this.bytesFetched += chunk.size
@@ -267,20 +285,10 @@ export class ChunkPull {
       ctx.hub.emit('gained', info.id, index)
       this.tellSeeds(index)
     } catch (err) {
-      if (err instanceof CorruptChunkError) {
-        // The peer sent bytes that do not match: never use them, ask someone else.
-        ctx.counters.inc('swarm.rejected.corrupt_chunk')
-        this.stats.corrupt++
-        link.have.clear(index)
-      } else {
-        this.stop(err as Error)
-      }
+      this.stop(err as Error)
     } finally {
       this.requested.delete(index)
-      this.pendingPuts--
-      this.putWaiters.shift()?.()
     }
-    if (!this.checkDone()) this.schedule()
   }
 
   /** Seeds hand out chunks by what the swarm holds: tell them what we gained (batched). */
@@ -319,7 +327,7 @@ export class ChunkPull {
       this.heldSinceCompact = 0
     }
     let total = this.links.reduce((n, l) => n + l.inflight.length, 0)
-    const stalled = total === 0 && this.pendingPuts === 0 && Date.now() - this.lastProgressAt > config.stallFallbackMs
+    const stalled = total === 0 && !this.flushing && Date.now() - this.lastProgressAt > config.stallFallbackMs
     // Relays first (their chunks cost the seeds nothing), starting at a rotating link.
     const open = this.links.filter((l) => l.state === 'open')
     const start = this.rotate++ % Math.max(1, open.length)

@@ -96,7 +96,7 @@ class ChunkLinkServer {
     ctx.hub.on('gained', this.onGained)
     let bulk: BulkChannel | undefined
     try {
-      info.chunks.forEach((c, i) => { if (ctx.store.has(c.hash)) this.announced.set(i) })
+      info.chunks.forEach((c, i) => { if (ctx.store.has(c.hash) || ctx.pending.has(c.hash)) this.announced.set(i) })
       const { offer, channel } = createBulkOffer(ctx.listener, { localPeer: ctx.selfId, remotePeer: this.remote })
       await this.ch.send(encodeLink({ accept: { have: this.announced.encode(), chunkCount: info.chunks.length, bulkOffer: offer } }))
       bulk = await channel

@@ -8,8 +8,11 @@ export interface SwarmConfig {
   perLinkInflight: number
   /** Outstanding requests over all links of one pull: bounds memory to about this many chunks. */
   maxInflight: number
-  /** Received chunks being verified and written at once (each holds its bytes in memory). */
-  maxPendingPuts: number
+  /**
+   * Verified chunks held in memory while their durable write is pending (bytes). Beyond it a
+   * receiver stops reading until the disk catches up.
+   */
+  maxUnwrittenBytes: number
   /** Verified chunks kept in memory for relaying (bytes). */
   cacheBytes: number
   /** How often a target reports progress to the coordinator. */
@@ -38,7 +41,7 @@ export interface SwarmConfig {
 export const DEFAULT_SWARM_CONFIG: SwarmConfig = {
   perLinkInflight: 4,
   maxInflight: 48,
-  maxPendingPuts: 16,
+  maxUnwrittenBytes: 64 * 1024 * 1024,
   cacheBytes: 64 * 1024 * 1024,
   progressIntervalMs: 250,
   targetSilenceMs: 15_000,

@@ -46,6 +46,8 @@ export function manifestInfo (id: string, encoded: Uint8Array, manifest = decode
 
 export class SwarmContext {
   readonly hub = new EventEmitter<{ gained: [string, number] }>()
+  /** Verified chunks received and not yet durable in the store (DurableQueue): served from here. */
+  readonly pending = new Map<string, Uint8Array>()
   /** Chunk bytes this agent uploaded, per manifest id. */
   readonly servedBytes = new Map<string, number>()
   private readonly infos = new Map<string, ManifestInfo>()
@@ -119,7 +121,7 @@ export class SwarmContext {
 
   /** Verified bytes of a chunk: from the cache, else read and re-hashed from the store. */
   async readChunk (hash: string): Promise<Uint8Array | undefined> {
-    const cached = this.cache.get(hash)
+    const cached = this.pending.get(hash) ?? this.cache.get(hash)
     if (cached !== undefined) return cached
     if (!this.store.has(hash)) return undefined
     try {

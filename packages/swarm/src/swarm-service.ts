@@ -177,7 +177,7 @@ export class SwarmService {
       await pull.done
       clearInterval(timer)
       const s = pull.stats
-      ctx.log.info(`swarm ${info.id.slice(0, 12)}: complete, ${formatMiB(pull.bytesFetched)} fetched in ${Date.now() - startedAt} ms: ${s.fromSeeds} chunk(s) from seeds, ${s.fromRelays} from targets, ${s.none} "none", ${s.stalls} stall fallback(s), ${s.linkFailures} link failure(s), ${s.corrupt} corrupt`)
+      ctx.log.info(`swarm ${info.id.slice(0, 12)}: complete, ${formatMiB(pull.bytesFetched)} fetched in ${Date.now() - startedAt} ms: ${s.fromSeeds} chunk(s) from seeds, ${s.fromRelays} from targets, ${s.none} "none", ${s.stalls} stall fallback(s), ${s.linkFailures} link failure(s), ${s.corrupt} corrupt; ${pull.durable.flushMs} ms in durable flushes, ${s.writeWaitMs} ms waiting for the disk`)
       this.opts.onComplete?.(info.id)
       await ch.send(progress('done'))
     } catch (err) {
