@@ -179,6 +179,22 @@ describe('swarm push between four agents on loopback', () => {
     expect(bad.stderr).toMatch(/--hosts/)
   })
 
+  it('a download cap set on a host holds its transfer to that rate', async () => {
+    const [src] = agents as [TestAgent]
+    const capped = await cluster.start('s4', { bootstrap: [await src.address()], env: { VMESH_DOWNLOAD_RATE: '40mbit' } }) // 5 MB/s
+    await waitFor('s0 to see s4 alive', async () => (await src.members()).some((m) => m.name === 's4' && m.status === 'alive'), 30_000)
+    const file = join(cluster.root, 'capped.raw')
+    writeFileSync(file, randomBytes(8 * 1024 * 1024))
+    await src.client.call({ imageAdd: { path: file, name: 'capped' } })
+    const t0 = Date.now()
+    const r = await src.client.call({ imagePush: { ref: 'capped', hosts: 's4' } })
+    const ms = Date.now() - t0
+    expect(r.imagePush?.hosts?.[0]?.state).toBe('done')
+    // 8 MiB at 5 MB/s is 1.7 s (less the 0.5 MB burst); uncapped, loopback takes a fraction of that.
+    expect(ms).toBeGreaterThan(1200)
+    await capped.kill('SIGKILL')
+  })
+
   it('explains what is wrong with a bad push request', async () => {
     const [src] = agents as [TestAgent]
     await expect(src.client.call({ imagePush: { ref: 'nope', hosts: 'all' } })).rejects.toThrow(/no image "nope"/)
