@@ -34,6 +34,8 @@ const LINK_TIMEOUT_MS = 10_000
 const FRESH = -1
 /** After a seed said it has nothing fresh, ask again this much later (a target may have died). */
 const FRESH_RETRY_MS = 300
+/** A link with requests outstanding and no reply for this long is taken for dead and re-opened. */
+const LINK_SILENCE_MS = 15_000
 
 class Link {
   state: 'idle' | 'opening' | 'open' | 'down' = 'idle'
@@ -43,6 +45,8 @@ class Link {
   /** Seeds: have-updates to send, and when to ask for fresh chunks again after a "none". */
   pendingHave: number[] = []
   freshAfter = 0
+  /** When the last reply arrived (or the first request went out after a quiet spell). */
+  lastReplyAt = 0
   bulk: BulkChannel | undefined
   ch: MessageChannel | undefined
   failures = 0
@@ -63,6 +67,8 @@ export class ChunkPull {
   private todo: number[] = []
   private heldSinceCompact = 0
   private readonly requested = new Set<number>()
+  /** Chunks whose reply arrived and is being verified and queued (also in requested). */
+  private readonly receiving = new Set<number>()
   private readonly links: Link[] = []
   /** Verified chunks on their way to disk. */
   readonly durable: DurableQueue
@@ -100,7 +106,7 @@ export class ChunkPull {
   start (): void {
     if (this.checkDone()) return
     for (const l of this.links) void this.open(l)
-    this.tick = setInterval(() => this.schedule(), 500)
+    this.tick = setInterval(() => this.check(), 500)
   }
 
   /** Stops at once; done rejects with `reason`. */
@@ -131,6 +137,25 @@ export class ChunkPull {
       this.resolveDone()
     }, (err: Error) => this.stop(err))
     return true
+  }
+
+  /**
+   * Every 500 ms: drop links that stopped answering (their requests go elsewhere), and rebuild
+   * `requested` from what is really outstanding, so no chunk can stay marked as requested after
+   * the request was lost.
+   */
+  private check (): void {
+    if (this.finished) return
+    const now = Date.now()
+    for (const l of this.links) {
+      if (l.state === 'open' && l.inflight.length > 0 && now - l.lastReplyAt > LINK_SILENCE_MS) {
+        this.linkDown(l, new Error(`no reply for ${LINK_SILENCE_MS / 1000} s with ${l.inflight.length} request(s) outstanding`))
+      }
+    }
+    this.requested.clear()
+    for (const i of this.receiving) this.requested.add(i)
+    for (const l of this.links) for (const i of l.inflight) if (i !== FRESH) this.requested.add(i)
+    this.schedule()
   }
 
   // --- links ---------------------------------------------------------------------------------
@@ -224,6 +249,9 @@ export class ChunkPull {
     const { info, ctx } = this
     try {
       for await (const r of readReplies(bulk, info.maxChunkBytes)) {
+        // A reader of a link that was since dropped (and maybe re-opened) must not touch it.
+        if (link.bulk !== bulk) return
+        link.lastReplyAt = Date.now()
         const expected = link.inflight.shift()
         if (expected === FRESH) {
           if (r.none) {
@@ -233,10 +261,11 @@ export class ChunkPull {
             continue
           }
           if (!(r.index >= 0 && r.index < info.chunks.length)) throw new SwarmProtocolError('bulk_reply', `seed sent chunk ${r.index}, outside 0..${info.chunks.length - 1}`)
-          if (!r.missing) this.requested.add(r.index)
+          if (!r.missing) { this.requested.add(r.index); this.receiving.add(r.index) }
         } else if (expected !== r.index || r.none) {
           throw new SwarmProtocolError('bulk_order', `peer answered chunk ${r.index}, expected ${expected ?? 'nothing'}`)
         }
+        if (!r.missing) this.receiving.add(r.index)
         if (r.missing) {
           link.have.clear(r.index)
           this.requested.delete(r.index)
@@ -288,6 +317,7 @@ export class ChunkPull {
       this.stop(err as Error)
     } finally {
       this.requested.delete(index)
+      this.receiving.delete(index)
     }
   }
 
@@ -356,6 +386,7 @@ export class ChunkPull {
         unrequested--
       }
       if (batch.length === 0 && fresh === 0) continue
+      if (link.inflight.length === 0) link.lastReplyAt = now
       link.inflight.push(...batch, ...Array<number>(fresh).fill(FRESH))
       const bulk = link.bulk as BulkChannel
       bulk.write(encodeRequest(batch, fresh)).catch((err: Error) => { if (link.bulk === bulk) this.linkDown(link, err) })
