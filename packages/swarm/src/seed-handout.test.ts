@@ -112,3 +112,17 @@ describe('seed hand-out end game', () => {
     expect(h.next('b')).toBeUndefined()
   })
 })
+
+describe('several seeds of one push', () => {
+  it('start in different places, so their first chunks differ', () => {
+    const a = new SeedHandout(100, Date.now, 0, 0)
+    const b = new SeedHandout(100, Date.now, 0, 0.5)
+    for (const h of [a, b]) h.join('p', empty(100))
+    expect(a.next('p')).toBe(0)
+    expect(b.next('p')).toBe(50)
+    // b wraps around once it reaches the end.
+    const late = new SeedHandout(4, Date.now, 0, 0.99)
+    late.join('p', empty(4))
+    expect([late.next('p'), late.next('p')]).toEqual([3, 0])
+  })
+})

@@ -29,15 +29,23 @@ export class SeedHandout {
   private readonly held: Uint16Array
   /** Chunk -> (puller it was handed to, when). */
   private readonly onItsWay = new Map<number, { peer: string, atMs: number }>()
-  /** Every index below this is held by some live puller (a scan start, moved lazily). */
-  private cursor = 0
+  /**
+   * Where this seed starts looking. Seeds do not share hand-out state, so several seeds of one
+   * push start at different places (from their peer ids): each hands out its own region first,
+   * and a chunk goes out twice only where two regions meet while it is in flight.
+   */
+  readonly offset: number
   /** Chunks handed out in all (for tests and stats), and end-game duplicates among them. */
   handedOut = 0
   duplicates = 0
 
-  /** @param endgameChunks duplicates the end game may send in all (0: none) */
-  constructor (readonly count: number, private readonly now: () => number = Date.now, readonly endgameChunks = 0) {
+  /**
+   * @param endgameChunks duplicates the end game may send in all (0: none)
+   * @param startFraction where in [0, 1) of the chunk list this seed starts handing out
+   */
+  constructor (readonly count: number, private readonly now: () => number = Date.now, readonly endgameChunks = 0, startFraction = 0) {
     this.held = new Uint16Array(count)
+    this.offset = count === 0 ? 0 : Math.min(count - 1, Math.floor(Math.max(0, Math.min(1, startFraction)) * count))
   }
 
   get livePullers (): number {
@@ -84,8 +92,8 @@ export class SeedHandout {
     const p = this.pullers.get(peer)
     if (p === undefined || !p.live) return undefined
     const now = this.now()
-    while (this.cursor < this.count && (this.held[this.cursor] as number) > 0) this.cursor++
-    for (let i = this.cursor; i < this.count; i++) {
+    for (let k = 0; k < this.count; k++) {
+      const i = (this.offset + k) % this.count
       if ((this.held[i] as number) > 0 || p.have.has(i)) continue
       const w = this.onItsWay.get(i)
       if (w !== undefined && now - w.atMs < HANDOUT_TIMEOUT_MS) continue
@@ -122,6 +130,5 @@ export class SeedHandout {
     if (old.live) for (const i of old.have.indices()) this.held[i] = (this.held[i] as number) - 1
     this.pullers.delete(peer)
     for (const [i, w] of this.onItsWay) if (w.peer === peer) this.onItsWay.delete(i)
-    this.cursor = 0
   }
 }

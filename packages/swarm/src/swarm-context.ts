@@ -1,6 +1,7 @@
 // What the swarm's parts share inside one agent: the node, the store, the bulk listener, the rate
 // limiters, counters, and a hub that says when a chunk of a manifest arrived (so servers can tell
 // their pullers at once).
+import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import type { Libp2p } from '@libp2p/interface'
 import { decodeManifest, manifestChunks, type ChunkInfo, type ChunkStore, type Manifest, type ManifestStore } from '@vmesh/store'
@@ -98,7 +99,7 @@ export class SwarmContext {
     const key = `${manifestId}/${sessionId}`
     let entry = this.handouts.get(key)
     if (entry === undefined) {
-      entry = { handout: new SeedHandout(count, Date.now, Math.floor(count * this.config.endgameFraction)), links: 0 }
+      entry = { handout: new SeedHandout(count, Date.now, Math.floor(count * this.config.endgameFraction), startFractionOf(this.selfId)), links: 0 }
       this.handouts.set(key, entry)
     }
     entry.links++
@@ -133,4 +134,9 @@ export class SwarmContext {
       return undefined
     }
   }
+}
+
+/** A stable place in [0, 1) for a peer id: where this seed starts handing out chunks. */
+export function startFractionOf (peerId: string): number {
+  return createHash('sha256').update(peerId).digest().readUInt32BE(0) / 2 ** 32
 }
