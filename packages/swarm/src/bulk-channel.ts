@@ -65,6 +65,9 @@ export class BulkChannel implements AsyncIterable<Buffer> {
   private failure: Error | undefined
   private wake: (() => void) | undefined
   private writeEnded = false
+  /** The peer's FIN arrived / our final record left: both needed before the socket closes. */
+  private peerEnded = false
+  private writeFlushed = false
   private drainWaiters: Array<{ resolve: () => void, reject: (e: Error) => void }> = []
   /** Plaintext bytes written by this side / received from the peer. */
   bytesWritten = 0
@@ -122,6 +125,8 @@ export class BulkChannel implements AsyncIterable<Buffer> {
       this.socket.end(() => resolve())
       this.socket.once('error', reject)
     })
+    this.writeFlushed = true
+    this.closeIfDone()
   }
 
   /** Tears the connection down at once. */
@@ -200,12 +205,21 @@ export class BulkChannel implements AsyncIterable<Buffer> {
   }
 
   private onEnd (): void {
+    this.peerEnded = true
     try {
       this.opener.end()
     } catch (err) {
-      this.fail(err as Error)
+      // The peer stopped without its final record: nothing more can come, tear down.
+      this.destroy(err as Error)
+      return
     }
+    this.closeIfDone()
     this.signal()
+  }
+
+  /** With half-open sockets the connection closes only once both directions have ended. */
+  private closeIfDone (): void {
+    if (this.peerEnded && this.writeFlushed) this.socket.destroy()
   }
 
   private fail (err: Error): void {
@@ -243,6 +257,9 @@ export async function dialBulkChannel (opts: DialBulkOptions): Promise<BulkChann
   const socket = connect({
     host: opts.host,
     port: opts.port,
+    // Each direction ends with its own final record: the peer finishing its half must not end
+    // ours (Node ends the writable side on the peer's FIN unless half-open is allowed).
+    allowHalfOpen: true,
     onread: { buffer: readBuffer, callback: (n: number, buf: Uint8Array) => { forward((buf as Buffer).subarray(0, n)); return true } }
   })
   const timeoutMs = opts.timeoutMs ?? 10_000
@@ -272,6 +289,7 @@ export async function dialBulkChannel (opts: DialBulkOptions): Promise<BulkChann
       clearTimeout(timer)
       socket.off('error', onError)
       socket.off('close', onClose)
+      socket.off('end', onClose)
       // Records that arrived in the same chunk as the confirmation belong to the channel.
       const channel = new BulkChannel(socket, sealer, opener, options, records.slice(1), true)
       forward = (c) => channel.receiveBytes(c)
@@ -281,6 +299,8 @@ export async function dialBulkChannel (opts: DialBulkOptions): Promise<BulkChann
     const onClose = (): void => fail(new Error(`bulk listener ${opts.host}:${opts.port} closed the connection: ticket refused or expired`))
     socket.once('error', onError)
     socket.once('close', onClose)
+    // Half-open sockets do not close on the listener's FIN: its refusal shows as 'end'.
+    socket.once('end', onClose)
     socket.once('connect', () => {
       const [h, b, t] = sealer.seal(Buffer.alloc(0))
       socket.write(Buffer.concat([BULK_MAGIC, opts.ticket, h, b, t]))

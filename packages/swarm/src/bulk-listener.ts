@@ -47,7 +47,8 @@ export class BulkListener {
     this.options = resolveBulkOptions(init)
     this.helloTimeoutMs = init.helloTimeoutMs ?? 5_000
     this.maxPendingTickets = init.maxPendingTickets ?? 1024
-    this.server = createServer((socket) => this.onConnection(socket))
+    // Half-open: each direction of a channel ends on its own (see dialBulkChannel).
+    this.server = createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket))
   }
 
   async listen (): Promise<{ host: string, port: number }> {
