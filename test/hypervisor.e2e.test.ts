@@ -100,6 +100,23 @@ describe.skipIf(skipReason !== undefined)('hypervisor on real QEMU', () => {
     expect(later.output).toBe('ok')
   })
 
+  it('refuses live pre-copy under TCG before QEMU 9.0 (it loses guest writes there) and leaves the source as it was', async () => {
+    const m = /version (\d+)\./.exec(execFileSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }))
+    if (!m || Number(m[1]) >= 9) return
+    const snapshotsBefore = readdirSync(join(dataDir, 'snapshots')).sort()
+    driver.close() // QEMU's QMP socket takes one client at a time
+    const precopy = new VmDriver({ dataDir, accel: 'tcg', snapshotMode: 'precopy' })
+    try {
+      await expect(precopy.snapshot('src')).rejects.toThrow(/refused: live pre-copy loses guest writes under TCG/)
+    } finally {
+      precopy.close()
+    }
+    expect(readdirSync(join(dataDir, 'snapshots')).sort()).toEqual(snapshotsBefore)
+    const c = (await driver.health('src')).counter
+    await sleep(700)
+    expect((await driver.health('src')).counter).toBeGreaterThan(c)
+  })
+
   it('restores three clones that continue the counter with their own hostname, MAC and disk', async () => {
     const deltaHash = sha(snap.layers.find((l) => l.kind === 'disk-delta')!.path)
     const srcMac = snap.machine.nics[0]!.mac

@@ -3,6 +3,8 @@
 export { detectAccelerator, chooseAccelerator, probeAccelerator, parseCpuFlags } from './accelerator.js'
 export type { Accelerator, AcceleratorChoice, AcceleratorProbe } from './accelerator.js'
 export { VmDriver, parseSnapshot } from './vm-driver.js'
+export { precopyUnsafeReason } from './precopy-safety.js'
+export type { QemuVersion } from './precopy-safety.js'
 export type { VmDriverOptions, CreateOptions, Snapshot, SnapshotLayer, LayerKind, RestoreOptions, RestoreResult, VmInfo, HotplugRequest } from './vm-driver.js'
 export { GuestChannel, parseHealth } from './guest-channel.js'
 export type { GuestHealth, RunResult } from './guest-channel.js'

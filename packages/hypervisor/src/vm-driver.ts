@@ -1,14 +1,15 @@
 // VmDriver: create, live snapshot, restore (clone), identity, hot-plug, destroy and list QEMU VMs
 // on this host. All state is under `dataDir` (see layout.ts) so a restarted agent picks it up.
 //
-// Live snapshot, in short: the running source is migrated (pre-copy, while it keeps running) into
-// a paused "relay" QEMU on this host whose RAM is memory-backend-file share=on, so the relay's RAM
-// ends up as plain memory files. At the switchover point the source is stopped for a moment; there
-// the disk is snapshotted (blockdev-snapshot onto a new overlay: the frozen layer is the snapshot's
-// disk delta, consistent with the memory), migration finishes and the source is resumed. The relay
-// then writes its device state only (x-ignore-shared) and exits. A clone maps the memory files
-// copy-on-write (share=off) and loads just the device state, so it starts in ~100 ms and clones on
-// one host share the unchanged pages.
+// Live snapshot, in short: the source's RAM is copied into a paused "relay" QEMU on this host whose
+// RAM is memory-backend-file share=on, so the relay's RAM ends up as plain memory files. The copy is
+// a background snapshot (userfaultfd write protection, the guest keeps running), or made with the
+// guest stopped, or (on request, where it is safe: precopy-safety.ts) a live pre-copy. While the
+// source is stopped the disk is snapshotted (blockdev-snapshot onto a new overlay: the frozen layer
+// is the snapshot's disk delta, consistent with the memory). The relay then writes its device state
+// only (x-ignore-shared) and exits. A clone maps the memory files copy-on-write (share=off) and
+// loads just the device state, so it starts in ~100 ms and clones on one host share the unchanged
+// pages.
 import { randomBytes, randomUUID } from 'node:crypto'
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -21,6 +22,7 @@ import { FIRST_NIC_SLOT, pciAddr, qemuArgs, ramBlocks, shellQuote } from './qemu
 import { QemuImg } from './qemu-img.js'
 import { isOurQemu, processMemory, startQemu, stopQemu } from './qemu-process.js'
 import { QmpClient, QmpError, type QmpEvent } from './qmp-client.js'
+import { precopyUnsafeReason, type QemuVersion } from './precopy-safety.js'
 import { readState, writeState, type VmState } from './vm-state.js'
 
 export interface VmDriverOptions {
@@ -36,8 +38,8 @@ export interface VmDriverOptions {
   downtimeLimitMs?: number
   /**
    * auto (default): background snapshot (userfaultfd write-protection) where QEMU accepts it for
-   * the VM's RAM, else a copy with the guest stopped. precopy: live pre-copy, whose snapshots were
-   * sometimes inconsistent on TCG here (kept for measurement).
+   * the VM's RAM, else a copy with the guest stopped. precopy: live pre-copy; refused under TCG
+   * before QEMU 9.0, where it loses guest writes (see precopy-safety.ts).
    */
   snapshotMode?: 'auto' | 'stopped' | 'precopy'
 }
@@ -237,6 +239,12 @@ export class VmDriver {
     const id = opts.id ?? `${name}-${Date.now().toString(36)}`
     const snap = new SnapshotLayout(this.dataDir, id)
     if (await exists(snap.dir)) throw new Error(`snapshot ${id} already exists`)
+    const q = await this.qmp(name)
+    if (this.opts.snapshotMode === 'precopy') {
+      const v = await q.execute<{ qemu: QemuVersion }>('query-version')
+      const unsafe = precopyUnsafeReason(state.accel, v.qemu)
+      if (unsafe) throw new Error(`snapshot of ${name} refused: ${unsafe}`)
+    }
     await mkdir(snap.relayDir, { recursive: true })
     const spec = state.spec
     const frozenPath = snap.diskDelta(spec.diskLayers.length)
@@ -246,7 +254,6 @@ export class VmDriver {
     let relayPid = 0
     let relayQmp: QmpClient | undefined
     let diskSwitched = false
-    const q = await this.qmp(name)
     try {
       // 1. The relay: same hardware, RAM written to the snapshot's memory files.
       const files: Record<string, string> = {}
@@ -260,9 +267,8 @@ export class VmDriver {
       relayQmp = await QmpClient.connect(relay.qmpSocket)
       const migSock = join(relay.dir, 'mig.sock')
       // Background snapshot (userfaultfd write-protection) when QEMU and the kernel allow it for
-      // this VM's RAM. Live pre-copy snapshots on TCG here were sometimes inconsistent (clones
-      // oopsed on a zeroed function pointer in about 1 of 3 snapshots); background ones never
-      // (15 of 15 clones over 3 snapshots).
+      // this VM's RAM. Live pre-copy only on request, and never where it loses guest writes
+      // (TCG before QEMU 9.0: see precopy-safety.ts).
       const bg = (this.opts.snapshotMode ?? 'auto') === 'auto' &&
         (await q
           .execute('migrate-set-capabilities', {
