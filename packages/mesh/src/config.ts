@@ -28,6 +28,12 @@ export interface MeshConfig {
   suspicionExpectedConfirmations: number
   /** How often an agent republishes its advert even if nothing changed (also a liveness hint). */
   advertIntervalMs: number
+  /**
+   * How often each agent runs a push-pull sync (whole views both ways) with one random member,
+   * besides the one on every new connection. This anti-entropy is what lets a member that missed
+   * the gossip declaring it dead learn of it and refute; it also repairs any other lost update.
+   */
+  pushPullIntervalMs: number
   /** How often resources are re-read from /proc and the filesystem. */
   resourceSampleMs: number
   /** How long dead and left members stay in the view before they are forgotten. */
@@ -46,6 +52,7 @@ export const lanConfig: MeshConfig = {
   suspicionMaxFactor: 4,
   suspicionExpectedConfirmations: 3,
   advertIntervalMs: 2000,
+  pushPullIntervalMs: 5000,
   resourceSampleMs: 2000,
   reapAfterMs: 60 * 60 * 1000,
   maxMessageBytes: 256 * 1024,

@@ -84,6 +84,8 @@ export class Membership {
   private readonly timers: NodeJS.Timeout[] = []
   private advertQueued: NodeJS.Timeout | undefined
   private readonly dialing = new Set<string>()
+  /** When we last told a member it was declared dead, to tell it at most every 2 s. */
+  private readonly toldDeadAt = new Map<string, number>()
 
   constructor (private readonly opts: MembershipOptions) {
     this.selfId = opts.node.peerId.toString()
@@ -134,6 +136,7 @@ export class Membership {
     await saveIncarnation(this.opts.dataDir, this.incarnation)
     await this.publishAdvert()
     this.every(config.advertIntervalMs, () => { void this.publishAdvert(); this.connectToMembers() })
+    this.every(config.pushPullIntervalMs, () => { void this.syncWithRandomMember() })
     this.every(config.resourceSampleMs, () => { void this.opts.resources.sample().then((r) => { this.resources = r }) })
     this.every(Math.min(config.reapAfterMs, 60_000), () => { this.view.reap(config.reapAfterMs) })
     this.detector.start()
@@ -254,6 +257,7 @@ export class Membership {
         return TopicValidatorResult.Ignore
       }
       this.counters.inc('received.advert')
+      this.tellIfDeclaredDead(verified.peerId.toString(), verified.advert.incarnation)
       return TopicValidatorResult.Accept
     } catch (err) {
       this.counters.inc('rejected.advert.invalid')
@@ -389,6 +393,28 @@ export class Membership {
       stateIncarnation: e.claim.incarnation
     }))
     return pb.SyncMessage.encode({ entries }).finish()
+  }
+
+  /**
+   * A member we hold dead is still advertising at the incarnation it died at: it missed the
+   * claim. A direct sync tells it, so it refutes now instead of at the next random push-pull.
+   */
+  private tellIfDeclaredDead (id: string, advertIncarnation: number): void {
+    const e = this.view.get(id)
+    if (e === undefined || e.claim.status !== 'dead' || advertIncarnation > e.claim.incarnation) return
+    const last = this.toldDeadAt.get(id) ?? 0
+    if (Date.now() - last < 2000) return
+    this.toldDeadAt.set(id, Date.now())
+    const conn = this.opts.node.getConnections(e.peerId)[0]
+    if (conn !== undefined) void this.initiateSync(conn)
+  }
+
+  /** Anti-entropy: a full push-pull with one random connected member. */
+  private async syncWithRandomMember (): Promise<void> {
+    const members = this.view.others('alive', 'suspect', 'dead')
+    const connected = members.flatMap((e) => this.opts.node.getConnections(e.peerId).slice(0, 1))
+    const conn = connected[Math.floor(Math.random() * connected.length)]
+    if (conn !== undefined) await this.initiateSync(conn)
   }
 
   private async initiateSync (conn: Connection): Promise<void> {
