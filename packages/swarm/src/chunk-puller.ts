@@ -18,7 +18,7 @@ import { Bitfield } from './bitfield.js'
 import { acceptBulkOffer } from './bulk-offer.js'
 import type { BulkChannel } from './bulk-channel.js'
 import { encodeRequest, readReplies } from './chunk-wire.js'
-import { CHUNK_PROTOCOL, checkChunkCount, checkIndices, decodeHave, decodeLinkFrame, encodeLink, SWARM_VERSION, SwarmProtocolError, swarmLimits } from './swarm-protocol.js'
+import { CHUNK_PROTOCOL, checkChunkCount, checkIndices, decodeHave, decodeLinkFrame, encodeLink, openTimeout, SWARM_VERSION, SwarmProtocolError, swarmLimits } from './swarm-protocol.js'
 import type { ManifestInfo, SwarmContext } from './swarm-context.js'
 
 export interface PullPeer {
@@ -50,6 +50,8 @@ class Link {
   bulk: BulkChannel | undefined
   ch: MessageChannel | undefined
   failures = 0
+  /** The open's timeout, cleared once the peer answered (see openTimeout). */
+  opening: { clear: () => void } | undefined
 
   constructor (readonly peer: PullPeer, count: number) {
     this.have = new Bitfield(count)
@@ -166,12 +168,15 @@ export class ChunkPull {
     const { ctx, info } = this
     try {
       if (link.peer.addrs.length > 0) await ctx.node.peerStore.merge(link.peer.peerId, { multiaddrs: link.peer.addrs }).catch(() => {})
-      const conn: Connection = await ctx.node.dial(link.peer.peerId, { signal: AbortSignal.timeout(LINK_TIMEOUT_MS) })
-      const stream = await conn.newStream(CHUNK_PROTOCOL, { signal: AbortSignal.timeout(LINK_TIMEOUT_MS) })
+      const opening = openTimeout(LINK_TIMEOUT_MS)
+      link.opening = opening
+      const conn: Connection = await ctx.node.dial(link.peer.peerId, { signal: opening.signal })
+      const stream = await conn.newStream(CHUNK_PROTOCOL, { signal: opening.signal })
       const ch = streamChannel(stream, swarmLimits.linkFrameBytes)
       link.ch = ch
       await ch.send(encodeLink({ open: { version: SWARM_VERSION, manifestId: Buffer.from(info.id, 'hex'), sessionId: this.sessionId, have: this.have.encode() } }))
       const frame = await ch.recv(LINK_TIMEOUT_MS)
+      opening.clear()
       if (frame === undefined) throw new Error('the peer closed the link without answering')
       const f = decodeLinkFrame(frame)
       if (f.body === 'error' && f.error != null) throw new Error(`${f.error.code}: ${(f.error.message ?? '').slice(0, swarmLimits.maxErrorChars)}`)
@@ -197,6 +202,7 @@ export class ChunkPull {
     if (link.state === 'down' || link.state === 'idle') return
     const wasOpen = link.state === 'open'
     link.state = 'down'
+    link.opening?.clear()
     for (const i of link.inflight) this.requested.delete(i)
     link.inflight = []
     link.bulk?.destroy()

@@ -144,3 +144,15 @@ export function encodeSession (frame: vmesh.v1.SwarmSessionFrame.$Properties): U
 export function encodeLink (frame: vmesh.v1.ChunkLinkFrame.$Properties): Uint8Array {
   return pb.ChunkLinkFrame.encode(frame).finish()
 }
+
+/**
+ * A signal that aborts after `ms` unless cleared. Stream opening takes one of these and clears it
+ * once the peer has answered: libp2p keeps the signal given to newStream/dialProtocol for the
+ * lazy protocol negotiation, so an AbortSignal.timeout() there later aborted healthy streams of
+ * long transfers on a loaded machine ("The operation was aborted due to timeout").
+ */
+export function openTimeout (ms: number): { signal: AbortSignal, clear: () => void } {
+  const controller = new AbortController()
+  const timer = setTimeout(() => controller.abort(new Error(`no answer within ${ms} ms`)), ms)
+  return { signal: controller.signal, clear: () => clearTimeout(timer) }
+}

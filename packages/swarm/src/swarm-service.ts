@@ -17,7 +17,7 @@ import { DEFAULT_SWARM_CONFIG, type RateLimits, type SwarmConfig } from './swarm
 import { manifestInfo, SwarmContext, type CounterSink, type ManifestInfo, type SwarmLog } from './swarm-context.js'
 import {
   CHUNK_PROTOCOL, SESSION_PROTOCOL, SWARM_VERSION, SwarmProtocolError, swarmLimits, errorReason,
-  checkProgress, checkStart, checkChunkCount, decodeHave, decodeSessionFrame, encodeSession
+  checkProgress, checkStart, checkChunkCount, decodeHave, decodeSessionFrame, encodeSession, openTimeout
 } from './swarm-protocol.js'
 import { planTransfer } from './transfer-plan.js'
 import { VerifiedChunkCache } from './verified-cache.js'
@@ -239,10 +239,11 @@ export class SwarmService {
     // 1. Start every target; each answers with what it already holds.
     await Promise.all(runs.map(async (r) => {
       try {
-        const stream = await this.opts.node.dialProtocol(r.target.peerId, SESSION_PROTOCOL, { signal: AbortSignal.timeout(START_TIMEOUT_MS) })
+        const opening = openTimeout(START_TIMEOUT_MS + this.config.readyTimeoutMs)
+        const stream = await this.opts.node.dialProtocol(r.target.peerId, SESSION_PROTOCOL, { signal: opening.signal }).catch((err: Error) => { opening.clear(); throw err })
         r.ch = streamChannel(stream, swarmLimits.sessionFrameBytes)
         await r.ch.send(startFrame)
-        const frame = await r.ch.recv(this.config.readyTimeoutMs)
+        const frame = await r.ch.recv(this.config.readyTimeoutMs).finally(() => opening.clear())
         if (frame === undefined) throw new Error('the host closed the session before answering')
         const f = decodeSessionFrame(frame)
         if (f.body === 'progress' && f.progress != null && f.progress.state === 'failed') throw new Error((f.progress.error ?? 'failed').slice(0, swarmLimits.maxErrorChars))
