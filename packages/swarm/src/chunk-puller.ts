@@ -86,6 +86,7 @@ export class ChunkPull {
   private rejectDone!: (e: Error) => void
   readonly done: Promise<void>
   private rotate = 0
+  private started = false
 
   constructor (private readonly ctx: SwarmContext, readonly info: ManifestInfo, peers: PullPeer[], private readonly sessionId: Uint8Array) {
     const n = info.chunks.length
@@ -104,8 +105,15 @@ export class ChunkPull {
     return this.have.full
   }
 
-  /** Starts fetching (after the plan arrived). */
+  /** Whether it finished or was stopped. */
+  get settled (): boolean {
+    return this.finished
+  }
+
+  /** Starts fetching (after the plan arrived); later calls do nothing. */
   start (): void {
+    if (this.started) return
+    this.started = true
     if (this.checkDone()) return
     for (const l of this.links) void this.open(l)
     this.tick = setInterval(() => this.check(), 500)

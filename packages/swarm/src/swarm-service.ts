@@ -61,12 +61,22 @@ export interface PushResult {
 }
 
 const START_TIMEOUT_MS = 10_000
+/** How long a target keeps pulling after its session stream broke, waiting for the coordinator. */
+const SESSION_REATTACH_MS = 30_000
+/** How often, and how many times, the coordinator tries to re-attach a session that broke. */
+const REATTACH_ATTEMPTS = 4
 
 export class SwarmService {
   private ctx: SwarmContext | undefined
   private readonly config: SwarmConfig
   private listener: BulkListener | undefined
   private readonly sessions = new Set<MessageChannel>()
+  /**
+   * Pulls in progress by session id. A session stream that breaks (the connection dropped on a
+   * loaded machine) does not stop the pull at once: the coordinator re-attaches with the same
+   * session id within SESSION_REATTACH_MS, and the pull goes on where it was.
+   */
+  private readonly pulls = new Map<string, { pull: ChunkPull, info: ManifestInfo, attached: MessageChannel | undefined, orphanTimer?: NodeJS.Timeout, startedAt: number, servedBefore: number }>()
 
   constructor (private readonly opts: SwarmServiceOptions) {
     this.config = { ...DEFAULT_SWARM_CONFIG, ...opts.config }
@@ -126,8 +136,19 @@ export class SwarmService {
       const info = manifestInfo(id, start.manifest)
       ctx.remember(info)
       const peers = start.peers.map(toPullPeer)
-      pull = new ChunkPull(ctx, info, peers, f.start.sessionId ?? new Uint8Array(0))
-      ctx.log.info(`swarm ${id.slice(0, 12)}: target of a push from ${coordinator.slice(-8)}: ${formatMiB(pull.bytesTotal - pull.bytesDone)} to fetch from ${peers.length - 1} peer(s)`)
+      let entry = this.pulls.get(start.sessionId)
+      if (entry !== undefined && entry.info.id === id && !entry.pull.settled) {
+        clearTimeout(entry.orphanTimer)
+        ctx.log.info(`swarm ${id.slice(0, 12)}: the coordinator re-attached to the session; ${formatMiB(entry.pull.bytesTotal - entry.pull.bytesDone)} left`)
+      } else {
+        const p = new ChunkPull(ctx, info, peers, f.start.sessionId ?? new Uint8Array(0))
+        entry = { pull: p, info, attached: undefined, startedAt: Date.now(), servedBefore: ctx.servedBytes.get(id) ?? 0 }
+        this.pulls.set(start.sessionId, entry)
+        const sid = start.sessionId
+        void p.done.catch(() => {}).finally(() => { setTimeout(() => { if (this.pulls.get(sid)?.pull === p) this.pulls.delete(sid) }, SESSION_REATTACH_MS).unref() })
+        ctx.log.info(`swarm ${id.slice(0, 12)}: target of a push from ${coordinator.slice(-8)}: ${formatMiB(p.bytesTotal - p.bytesDone)} to fetch from ${peers.length - 1} peer(s)`)
+      }
+      pull = entry.pull
       await ch.send(encodeSession({ ready: { have: pull.have.encode(), chunkCount: info.chunks.length } }))
       const planFrame = await ch.recv(this.config.readyTimeoutMs)
       if (planFrame === undefined) return
@@ -135,9 +156,10 @@ export class SwarmService {
       if (pf.body !== 'plan' || pf.plan == null) throw new SwarmProtocolError('session_plan', `expected a plan, got ${pf.body ?? 'nothing'}`)
       // The plan is the go signal; its seed set is checked but the seeds choose what to send.
       decodeHave(pf.plan.seedChunks ?? new Uint8Array(0), info.chunks.length)
-      await this.runPull(ch, pull, info, coordinator)
+      await this.runPull(ch, entry, coordinator)
     } catch (err) {
-      pull?.stop(err as Error)
+      // A broken stream during the handshake of a re-attach leaves the pull to its orphan timer.
+      if (err instanceof SwarmProtocolError) pull?.stop(err)
       const reason = errorReason(err)
       ctx.counters.inc(`swarm.rejected.session.${reason}`)
       ctx.log.debug(`swarm session from ${coordinator}: ${(err as Error).message}`)
@@ -147,13 +169,22 @@ export class SwarmService {
     }
   }
 
-  private async runPull (ch: MessageChannel, pull: ChunkPull, info: ManifestInfo, coordinator: string): Promise<void> {
+  private async runPull (ch: MessageChannel, entry: { pull: ChunkPull, info: ManifestInfo, attached: MessageChannel | undefined, orphanTimer?: NodeJS.Timeout, startedAt: number, servedBefore: number }, coordinator: string): Promise<void> {
     const ctx = this.context
-    const servedBefore = ctx.servedBytes.get(info.id) ?? 0
-    const startedAt = Date.now()
+    const { pull, info, servedBefore, startedAt } = entry
+    entry.attached = ch
     const progress = (state: string, error = ''): Uint8Array => encodeSession({
       progress: { state, bytesDone: pull.bytesDone, bytesTotal: pull.bytesTotal, bytesFetched: pull.bytesFetched, bytesServed: (ctx.servedBytes.get(info.id) ?? 0) - servedBefore, error: error.slice(0, swarmLimits.maxErrorChars) }
     })
+    // The stream broke: keep pulling for a while, the coordinator may re-attach.
+    const orphan = (why: string): void => {
+      if (entry.attached !== ch || pull.settled) return
+      entry.attached = undefined
+      clearTimeout(entry.orphanTimer)
+      ctx.log.info(`swarm ${info.id.slice(0, 12)}: ${why}; pulling on for ${SESSION_REATTACH_MS / 1000} s in case it re-attaches`)
+      entry.orphanTimer = setTimeout(() => { if (entry.attached === undefined) pull.stop(new Error(why)) }, SESSION_REATTACH_MS)
+      entry.orphanTimer.unref()
+    }
     let ended = false
     // Frames from the coordinator: the end of the push.
     const reading = (async () => {
@@ -165,23 +196,29 @@ export class SwarmService {
           if (f.body === 'end') { ended = true; pull.stop(new Error(`the push was ended: ${(f.end?.reason ?? '').slice(0, 200)}`)); break }
           else throw new SwarmProtocolError('session_frame', `unexpected ${f.body ?? 'empty'} frame in a session`)
         }
-        if (!ended) pull.stop(new Error(`the coordinator ${coordinator.slice(-8)} went away`))
+        if (!ended) orphan(`the coordinator ${coordinator.slice(-8)} went away`)
       } catch (err) {
-        pull.stop(err as Error)
-        if (err instanceof SwarmProtocolError) ctx.counters.inc(`swarm.rejected.session.${err.reason}`)
+        if (err instanceof SwarmProtocolError) {
+          pull.stop(err)
+          ctx.counters.inc(`swarm.rejected.session.${err.reason}`)
+        } else {
+          orphan(`lost the session with the coordinator ${coordinator.slice(-8)}: ${(err as Error).message}`)
+        }
       }
     })()
-    const timer = setInterval(() => { ch.send(progress('transferring')).catch(() => {}) }, this.config.progressIntervalMs)
+    const timer = setInterval(() => { if (entry.attached === ch) ch.send(progress('transferring')).catch(() => {}) }, this.config.progressIntervalMs)
     pull.start()
     try {
       await pull.done
       clearInterval(timer)
       const s = pull.stats
+      if (entry.attached !== ch) return
       ctx.log.info(`swarm ${info.id.slice(0, 12)}: complete, ${formatMiB(pull.bytesFetched)} fetched in ${Date.now() - startedAt} ms: ${s.fromSeeds} chunk(s) from seeds, ${s.fromRelays} from targets, ${s.none} "none", ${s.stalls} stall fallback(s), ${s.linkFailures} link failure(s), ${s.corrupt} corrupt; ${pull.durable.flushMs} ms in durable flushes, ${s.writeWaitMs} ms waiting for the disk`)
       this.opts.onComplete?.(info.id)
       await ch.send(progress('done'))
     } catch (err) {
       clearInterval(timer)
+      if (entry.attached !== ch) return
       if (pull.complete) {
         this.opts.onComplete?.(info.id)
         await ch.send(progress('done')).catch(() => {})
@@ -294,24 +331,34 @@ export class SwarmService {
       }, 1000)
       for (const r of live) {
         void (async () => {
-          const ch = r.ch as MessageChannel
-          try {
-            for (;;) {
-              const frame = await ch.recv()
-              if (frame === undefined) break
-              const f = decodeSessionFrame(frame)
-              if (f.body !== 'progress' || f.progress == null) throw new SwarmProtocolError('session_frame', `unexpected ${f.body ?? 'empty'} frame from a target`)
-              const p = checkProgress(f.progress)
-              r.update(p.bytesDone, p.bytesFetched)
-              if (p.state === 'done') r.state = 'done'
-              else if (p.state === 'failed') { r.fail(p.error || 'failed'); reassign(r) }
-              emit(r)
-              if (r.state === 'done' || r.state === 'failed') break
+          // Follows the target's reports; if the session stream breaks while the target still
+          // transfers, re-attaches (same session id: the target's pull goes on meanwhile).
+          while (r.state === 'transferring') {
+            const ch = r.ch as MessageChannel
+            let lost: string | undefined
+            try {
+              for (;;) {
+                const frame = await ch.recv()
+                if (frame === undefined) { lost = `lost the session with ${r.name} (the agent stopped or the network failed)`; break }
+                const f = decodeSessionFrame(frame)
+                if (f.body !== 'progress' || f.progress == null) throw new SwarmProtocolError('session_frame', `unexpected ${f.body ?? 'empty'} frame from a target`)
+                const p = checkProgress(f.progress)
+                r.update(p.bytesDone, p.bytesFetched)
+                if (p.state === 'done') r.state = 'done'
+                else if (p.state === 'failed') { r.fail(p.error || 'failed'); reassign(r) }
+                emit(r)
+                if (r.settled) break
+              }
+            } catch (err) {
+              if (err instanceof SwarmProtocolError) {
+                ctx.counters.inc(`swarm.rejected.session.${err.reason}`)
+                if (r.state === 'transferring') { r.fail(`${r.name} broke the session protocol: ${err.message}`); reassign(r); emit(r) }
+                break
+              }
+              lost = `lost the session with ${r.name}: ${(err as Error).message}`
             }
-            if (r.state === 'transferring') { r.fail(`lost the session with ${r.name} (the agent stopped or the network failed)`); reassign(r); emit(r) }
-          } catch (err) {
-            if (err instanceof SwarmProtocolError) ctx.counters.inc(`swarm.rejected.session.${err.reason}`)
-            if (r.state === 'transferring') { r.fail(`lost the session with ${r.name}: ${(err as Error).message}`); reassign(r); emit(r) }
+            if (r.state !== 'transferring' || lost === undefined || opts.signal?.aborted === true) break
+            if (!await this.reattach(r, startFrame, seedChunks, info.chunks.length)) { r.fail(lost); reassign(r); emit(r) }
           }
           settleCheck()
         })()
@@ -339,6 +386,39 @@ export class SwarmService {
     }
     ctx.log.info(`swarm ${manifestId.slice(0, 12)}: push ${reason}: ${result.hosts.filter((h) => h.state === 'done').length}/${runs.length} host(s) done in ${result.elapsedMs} ms, this host uploaded ${formatMiB(result.sourceEgressBytes)}`)
     return result
+  }
+
+  /** Re-opens a broken session with a target that may still be pulling; false if it cannot. */
+  private async reattach (r: TargetRun, startFrame: Uint8Array, seedChunks: Uint8Array, count: number): Promise<boolean> {
+    const ctx = this.context
+    for (let attempt = 0; attempt < REATTACH_ATTEMPTS; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt))
+      if (r.state !== 'transferring') return false
+      const opening = openTimeout(START_TIMEOUT_MS + this.config.readyTimeoutMs)
+      let ch: MessageChannel | undefined
+      try {
+        const stream = await this.opts.node.dialProtocol(r.target.peerId, SESSION_PROTOCOL, { signal: opening.signal })
+        ch = streamChannel(stream, swarmLimits.sessionFrameBytes)
+        await ch.send(startFrame)
+        const frame = await ch.recv(this.config.readyTimeoutMs)
+        if (frame === undefined) throw new Error('closed before answering')
+        const f = decodeSessionFrame(frame)
+        if (f.body !== 'ready' || f.ready == null || checkChunkCount(f.ready.chunkCount ?? 0) !== count) throw new Error(`expected ready, got ${f.body ?? 'nothing'}`)
+        await ch.send(encodeSession({ plan: { seedChunks } }))
+        if (r.state !== 'transferring') { ch.abort(new Error('no longer needed')); return false }
+        r.ch = ch
+        r.heard()
+        ctx.counters.inc('swarm.session_reattached')
+        ctx.log.info(`swarm: re-attached the session with ${r.name}`)
+        return true
+      } catch (err) {
+        ch?.abort(err as Error)
+        ctx.log.debug(`swarm: re-attaching the session with ${r.name} failed: ${(err as Error).message}`)
+      } finally {
+        opening.clear()
+      }
+    }
+    return false
   }
 
   private async whenAll (runs: TargetRun[]): Promise<void> {
@@ -383,6 +463,10 @@ class TargetRun {
 
   heard (): void {
     this.lastHeardAt = Date.now()
+  }
+
+  get settled (): boolean {
+    return this.state === 'done' || this.state === 'failed'
   }
 
   update (bytesDone: number, bytesFetched: number): void {
