@@ -50,6 +50,8 @@ class Link {
   bulk: BulkChannel | undefined
   ch: MessageChannel | undefined
   failures = 0
+  /** The seed that hands out chunks (fresh requests); see ChunkPull's constructor. */
+  primary = false
   /** The open's timeout, cleared once the peer answered (see openTimeout). */
   opening: { clear: () => void } | undefined
 
@@ -87,6 +89,7 @@ export class ChunkPull {
   readonly done: Promise<void>
   private rotate = 0
   private started = false
+  private readonly extraSeeds: boolean
 
   constructor (private readonly ctx: SwarmContext, readonly info: ManifestInfo, peers: PullPeer[], private readonly sessionId: Uint8Array) {
     const n = info.chunks.length
@@ -96,6 +99,12 @@ export class ChunkPull {
       if (ctx.store.has(c.hash)) { this.have.set(i); this.bytesDone += c.size } else this.todo.push(i)
     })
     for (const p of peers) if (p.id !== ctx.selfId) this.links.push(new Link(p, n))
+    // The first seed (the pushing host when it holds the image) hands chunks out; other seeds
+    // (hosts that already hold the whole image) are asked for chunks by index, like targets, so
+    // two seeds never send this target the same chunk.
+    const primary = this.links.find((l) => l.peer.seed)
+    if (primary !== undefined) primary.primary = true
+    this.extraSeeds = this.links.some((l) => l.peer.seed && !l.primary)
     this.durable = new DurableQueue(ctx, ctx.config.maxUnwrittenBytes)
     this.done = new Promise<void>((resolve, reject) => { this.resolveDone = resolve; this.rejectDone = reject })
     this.done.catch(() => {})
@@ -383,8 +392,10 @@ export class ChunkPull {
       const batch: number[] = []
       let fresh = 0
       while (link.inflight.length + batch.length + fresh < config.perLinkInflight && total < config.maxInflight && unrequested > 0) {
-        if (link.peer.seed && !stalled) {
+        if (link.primary && !stalled) {
           if (now < link.freshAfter) break
+          // With other seeds around, ask the primary only for what no other link can give.
+          if (this.extraSeeds && !this.todo.some((i) => !this.have.has(i) && !this.requested.has(i) && !open.some((l) => l !== link && l.have.has(i)))) break
           // The seed chooses: a chunk no target holds yet (we will relay it), or in the end game
           // one we lack. Asking while anything is missing keeps the seed's upload busy.
           fresh++

@@ -320,7 +320,7 @@ export class SwarmService {
       opts.signal?.addEventListener('abort', onAbort, { once: true })
       const watchdog = setInterval(() => {
         for (const r of runs) {
-          if (r.state === 'transferring' && Date.now() - r.lastHeardAt > this.config.targetSilenceMs) {
+          if (r.state === 'transferring' && !r.reattaching && Date.now() - r.lastHeardAt > this.config.targetSilenceMs) {
             r.fail(`${r.name} sent no progress for ${Math.round(this.config.targetSilenceMs / 1000)} s`)
             r.ch?.abort(new Error('silent'))
             reassign(r)
@@ -358,7 +358,10 @@ export class SwarmService {
               lost = `lost the session with ${r.name}: ${(err as Error).message}`
             }
             if (r.state !== 'transferring' || lost === undefined || opts.signal?.aborted === true) break
-            if (!await this.reattach(r, startFrame, seedChunks, info.chunks.length)) { r.fail(lost); reassign(r); emit(r) }
+            r.reattaching = true
+            const again = await this.reattach(r, startFrame, seedChunks, info.chunks.length)
+            r.reattaching = false
+            if (!again) { r.fail(lost); reassign(r); emit(r) }
           }
           settleCheck()
         })()
@@ -394,13 +397,13 @@ export class SwarmService {
     for (let attempt = 0; attempt < REATTACH_ATTEMPTS; attempt++) {
       await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt))
       if (r.state !== 'transferring') return false
-      const opening = openTimeout(START_TIMEOUT_MS + this.config.readyTimeoutMs)
+      const opening = openTimeout(START_TIMEOUT_MS)
       let ch: MessageChannel | undefined
       try {
         const stream = await this.opts.node.dialProtocol(r.target.peerId, SESSION_PROTOCOL, { signal: opening.signal })
         ch = streamChannel(stream, swarmLimits.sessionFrameBytes)
         await ch.send(startFrame)
-        const frame = await ch.recv(this.config.readyTimeoutMs)
+        const frame = await ch.recv(START_TIMEOUT_MS)
         if (frame === undefined) throw new Error('closed before answering')
         const f = decodeSessionFrame(frame)
         if (f.body !== 'ready' || f.ready == null || checkChunkCount(f.ready.chunkCount ?? 0) !== count) throw new Error(`expected ready, got ${f.body ?? 'nothing'}`)
@@ -453,6 +456,8 @@ class TargetRun {
   bytesFetched = 0
   error: string | undefined
   lastHeardAt = Date.now()
+  /** A broken session is being re-opened: the silence watchdog waits for that to end. */
+  reattaching = false
   private rate: RateState
 
   constructor (readonly target: PushTarget, readonly bytesTotal: number) {
