@@ -21,12 +21,15 @@ function fakeGuest(reply: (id: string, cmd: string, arg: string) => string | und
     s.setEncoding('utf8')
     s.on('data', (d: string) => {
       buf += d
-      const nl = buf.indexOf('\n')
-      if (nl < 0) return
-      const [id, cmd, b64] = buf.slice(0, nl).split(' ')
-      const arg = b64 === '-' ? '' : Buffer.from(b64 ?? '', 'base64').toString()
-      const out = reply(id!, cmd!, arg)
-      if (out !== undefined) s.write(out)
+      let nl: number
+      // Like the real guest: one connection, one request per line.
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const [id, cmd, b64] = buf.slice(0, nl).split(' ')
+        buf = buf.slice(nl + 1)
+        const arg = b64 === '-' ? '' : Buffer.from(b64 ?? '', 'base64').toString()
+        const out = reply(id!, cmd!, arg)
+        if (out !== undefined) s.write(out)
+      }
     })
   }).listen(path)
   return path
@@ -35,7 +38,7 @@ const enc = (s: string): string => Buffer.from(s).toString('base64')
 
 describe('GuestChannel', () => {
   it('sends base64 arguments and decodes replies, skipping stale ones', async () => {
-    const path = fakeGuest((id, cmd, arg) => `old 0 ${enc('stale')}\n${id} 3 ${enc(`${cmd}:${arg}`)}\n`)
+    const path = fakeGuest((id, cmd, arg) => cmd === 'ping' ? `${id} 0 ${enc('pong')}\n` : `old 0 ${enc('stale')}\n${id} 3 ${enc(`${cmd}:${arg}`)}\n`)
     await new Promise((r) => server!.once('listening', r))
     const r = await new GuestChannel(path).run('echo a b')
     expect(r).toEqual({ code: 3, output: 'run:echo a b' })
@@ -45,6 +48,7 @@ describe('GuestChannel', () => {
     const seen: string[] = []
     const path = fakeGuest((id, cmd, arg) => {
       seen.push(`${cmd} ${arg}`)
+      if (cmd === 'ping') return `${id} 0 ${enc('pong')}\n`
       if (cmd === 'health') return `${id} 0 ${enc('name=n hostname=h counter=42 cpus=2 memkb=1000 uptime=3.5')}\n`
       return `${id} 0 ${enc('ok')}\n`
     })
@@ -60,6 +64,23 @@ describe('GuestChannel', () => {
     const path = fakeGuest(() => undefined)
     await new Promise((r) => server!.once('listening', r))
     await expect(new GuestChannel(path).ping(200)).rejects.toThrow(/did not answer "ping" within 200 ms/)
+  })
+
+  it('keeps one connection, and pings first so a request is not lost while the guest reopens its port', async () => {
+    let connections = 0
+    let dropFirst = true
+    const path = fakeGuest((id, cmd) => {
+      // The guest drops what arrives right after a (re)connect.
+      if (dropFirst) { dropFirst = false; return undefined }
+      return cmd === 'ping' ? `${id} 0 ${enc('pong')}\n` : `${id} 0 ${enc(cmd)}\n`
+    })
+    server!.on('connection', () => { connections++ })
+    await new Promise((r) => server!.once('listening', r))
+    const ch = new GuestChannel(path)
+    expect((await ch.run('a', 5000)).output).toBe('run')
+    expect((await ch.run('b', 5000)).output).toBe('run')
+    expect(connections).toBe(1)
+    ch.close()
   })
 
   it('fails clearly when nothing listens', async () => {

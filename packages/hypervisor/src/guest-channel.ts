@@ -1,9 +1,13 @@
 // Client of the guest's control channel: a virtio-serial port ("vmesh.ctl") that QEMU exposes on
-// the host as a unix socket. Line protocol, one request per connection:
+// the host as a unix socket. Line protocol:
 //   host -> guest: "<id> <command> <base64 argument>\n"
 //   guest -> host: "<id> <exit code> <base64 output>\n"
-// The guest reopens its port after each disconnect, so a request may wait up to its poll period.
-import { connect } from 'node:net'
+// One connection is kept open and requests are matched to replies by id. Connecting anew for each
+// request (the first design) lost about one request in a hundred: on each disconnect the guest
+// sees EOF, closes its port and reopens it 0.2 s later, and a request written in that gap was
+// dropped. After a (re)connect the first request is preceded by pings until one is answered, which
+// covers the same gap once per connection.
+import { connect, type Socket } from 'node:net'
 
 export interface GuestHealth {
   name: string
@@ -23,45 +27,105 @@ const MAX_REPLY = 1 << 20
 
 export class GuestChannel {
   private nextId = 1
+  private sock: Socket | undefined
+  /** Resolves once a new connection has been proven by an answered ping. */
+  private ready: Promise<Socket> | undefined
+  private buf = ''
+  private readonly pending = new Map<string, { resolve: (r: RunResult) => void, reject: (e: Error) => void, timer: NodeJS.Timeout }>()
+
   constructor(private readonly socketPath: string) {}
 
   async request(command: string, arg = '', timeoutMs = 15_000): Promise<RunResult> {
-    const id = `${process.pid}x${this.nextId++}`
-    return new Promise<RunResult>((resolve, reject) => {
-      const sock = connect(this.socketPath)
-      let buf = ''
-      const timer = setTimeout(() => {
+    const deadline = Date.now() + timeoutMs
+    const sock = await this.connection(deadline, command, timeoutMs)
+    return await this.send(sock, command, arg, Math.max(1, deadline - Date.now()))
+  }
+
+  /** Drops the connection; pending requests fail. */
+  close(): void {
+    this.sock?.destroy()
+    this.sock = undefined
+    this.ready = undefined
+  }
+
+  private async connection(deadline: number, command: string, timeoutMs: number): Promise<Socket> {
+    this.ready ??= this.open(deadline, command, timeoutMs).catch((err: Error) => {
+      this.close()
+      throw err
+    })
+    return await this.ready
+  }
+
+  private async open(deadline: number, command: string, timeoutMs: number): Promise<Socket> {
+    const sock = connect(this.socketPath)
+    this.sock = sock
+    sock.setEncoding('utf8')
+    // The connection must not keep a CLI or test process alive on its own; waiting requests do.
+    sock.unref()
+    await new Promise<void>((resolve, reject) => {
+      sock.once('connect', resolve)
+      sock.once('error', (err) => reject(new Error(`guest channel ${this.socketPath}: ${err.message}`)))
+    })
+    sock.on('data', (chunk: string) => this.onData(chunk))
+    sock.on('error', () => {})
+    sock.on('close', () => {
+      if (this.sock === sock) { this.sock = undefined; this.ready = undefined }
+      this.failAll(new Error(`guest channel ${this.socketPath} closed`))
+    })
+    // Prove the link: pings until one is answered (the guest may be reopening its port).
+    for (;;) {
+      const left = deadline - Date.now()
+      if (left <= 0) {
         sock.destroy()
+        throw new Error(`guest did not answer "${command}" within ${timeoutMs} ms on ${this.socketPath} (is the guest booted and running the vmesh init?)`)
+      }
+      try {
+        const r = await this.send(sock, 'ping', '', Math.min(1000, left))
+        if (r.output === 'pong') return sock
+      } catch (err) {
+        if (sock.destroyed) throw err
+      }
+    }
+  }
+
+  private async send(sock: Socket, command: string, arg: string, timeoutMs: number): Promise<RunResult> {
+    const id = `${process.pid}x${this.nextId++}`
+    return await new Promise<RunResult>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id)
         reject(new Error(`guest did not answer "${command}" within ${timeoutMs} ms on ${this.socketPath} (is the guest booted and running the vmesh init?)`))
       }, timeoutMs)
-      sock.setEncoding('utf8')
-      sock.on('error', (err) => {
-        clearTimeout(timer)
-        reject(new Error(`guest channel ${this.socketPath}: ${err.message}`))
-      })
-      sock.on('data', (chunk: string) => {
-        buf += chunk
-        if (buf.length > MAX_REPLY) {
-          clearTimeout(timer)
-          sock.destroy()
-          reject(new Error(`guest reply to "${command}" exceeds ${MAX_REPLY} bytes`))
-          return
-        }
-        let nl: number
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl).trim()
-          buf = buf.slice(nl + 1)
-          const parts = line.split(' ')
-          // Replies to an earlier, abandoned request may still be queued in the port: skip them.
-          if (parts[0] !== id) continue
-          clearTimeout(timer)
-          sock.end()
-          resolve({ code: Number(parts[1]), output: Buffer.from(parts[2] ?? '', 'base64').toString('utf8') })
-          return
-        }
-      })
+      this.pending.set(id, { resolve, reject, timer })
       sock.write(`${id} ${command} ${Buffer.from(arg).toString('base64') || '-'}\n`)
     })
+  }
+
+  private onData(chunk: string): void {
+    this.buf += chunk
+    if (this.buf.length > MAX_REPLY) {
+      this.failAll(new Error(`guest reply exceeds ${MAX_REPLY} bytes`))
+      this.close()
+      return
+    }
+    let nl: number
+    while ((nl = this.buf.indexOf('\n')) >= 0) {
+      const parts = this.buf.slice(0, nl).trim().split(' ')
+      this.buf = this.buf.slice(nl + 1)
+      // Replies to requests that timed out may still arrive: no one waits for them.
+      const p = this.pending.get(parts[0] ?? '')
+      if (p === undefined) continue
+      this.pending.delete(parts[0] as string)
+      clearTimeout(p.timer)
+      p.resolve({ code: Number(parts[1]), output: Buffer.from(parts[2] ?? '', 'base64').toString('utf8') })
+    }
+  }
+
+  private failAll(err: Error): void {
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer)
+      p.reject(err)
+      this.pending.delete(id)
+    }
   }
 
   async ping(timeoutMs?: number): Promise<void> {

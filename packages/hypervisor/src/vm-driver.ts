@@ -145,6 +145,7 @@ export class VmDriver {
   private readonly img: QemuImg
   private readonly log: (line: string) => void
   private readonly qmps = new Map<string, QmpClient>()
+  private readonly channels = new Map<string, GuestChannel>()
   /** One operation at a time per VM: a snapshot and a hot-plug on one QEMU must not interleave. */
   private readonly locks = new Map<string, Promise<unknown>>()
 
@@ -215,7 +216,7 @@ export class VmDriver {
       const wait = o.waitReady ?? Boolean(image.kernel)
       if (wait) {
         await this.waitGuest(layout, this.opts.bootTimeoutMs ?? 180_000)
-        if (state.hostname !== 'vmesh-guest') await new GuestChannel(layout.controlSocket).setIdentity(o.name, state.hostname)
+        if (state.hostname !== 'vmesh-guest') await this.guest(o.name).setIdentity(o.name, state.hostname)
       }
       this.log(`vm ${o.name}: running (pid ${state.pid}, ${this.accel}, ${cpus} vCPU, ${memMiB} MiB)`)
       return this.info(state, true)
@@ -486,7 +487,7 @@ export class VmDriver {
     spec.nics = [...old, { id: nicId, mac: newMac, slot }]
     await writeState(layout.state, state)
     // Set the identity in the guest first: it also proves the guest is alive after restore.
-    await retry(() => new GuestChannel(layout.controlSocket).setIdentity(name, state.hostname, 5000), 45_000)
+    await retry(() => this.guest(name).setIdentity(name, state.hostname, 5000), 45_000)
     for (const nic of old) {
       const since = q.events.length
       await q.execute('device_del', { id: nic.id })
@@ -597,8 +598,14 @@ export class VmDriver {
     return readFile(new VmLayout(this.dataDir, name).console, 'utf8')
   }
 
+  /** The VM's control channel; one connection per VM, kept open (see guest-channel.ts). */
   guest(name: string): GuestChannel {
-    return new GuestChannel(new VmLayout(this.dataDir, name).controlSocket)
+    let ch = this.channels.get(name)
+    if (ch === undefined) {
+      ch = new GuestChannel(new VmLayout(this.dataDir, name).controlSocket)
+      this.channels.set(name, ch)
+    }
+    return ch
   }
 
   async health(name: string): Promise<GuestHealth> {
@@ -627,6 +634,8 @@ export class VmDriver {
   close(): void {
     for (const q of this.qmps.values()) q.close()
     this.qmps.clear()
+    for (const c of this.channels.values()) c.close()
+    this.channels.clear()
   }
 
   // ---- snapshots on disk --------------------------------------------------------------------
@@ -781,7 +790,7 @@ export class VmDriver {
 
   private async waitGuest(layout: VmLayout, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs
-    const ch = new GuestChannel(layout.controlSocket)
+    const ch = this.guest(layout.name)
     let last: unknown
     while (Date.now() < deadline) {
       const pid = Number((await readFile(layout.pidFile, 'utf8').catch(() => '0')).trim())
@@ -804,6 +813,8 @@ export class VmDriver {
     const q = this.qmps.get(layout.name)
     q?.close()
     this.qmps.delete(layout.name)
+    this.channels.get(layout.name)?.close()
+    this.channels.delete(layout.name)
     if (!pid) pid = Number((await readFile(layout.pidFile, 'utf8').catch(() => '0')).trim())
     if (pid) await stopQemu(pid, layout.dir)
     await rm(layout.dir, { recursive: true, force: true })
