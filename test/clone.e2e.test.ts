@@ -137,7 +137,8 @@ describe.skipIf(skipReason !== undefined)('vmesh clone when a winner dies mid-tr
   it('kill -9 of a winner during the transfer re-places its clones and says so', async () => {
     let victim: TestAgent | undefined
     let final
-    for await (const r of agents[1]!.client.stream({ clone: { vm: 'app', count: 3, policy: 'spread' } })) {
+    // Six clones over four hosts: spread puts some on w2 or w3, whose transfer can be interrupted.
+    for await (const r of agents[1]!.client.stream({ clone: { vm: 'app', count: 6, policy: 'spread' } })) {
       const p = r.cloneProgress
       if (victim === undefined && p?.phase === 'transfer' && Number(p.bytesDone ?? 0) > 0 && p.host !== 'w1') {
         victim = agents.find((a) => a.name === p.host)
@@ -145,9 +146,9 @@ describe.skipIf(skipReason !== undefined)('vmesh clone when a winner dies mid-tr
       }
       if (r.clone != null) final = r.clone
     }
-    expect(victim).toBeDefined()
+    expect(victim, `no transfer to interrupt; placement: ${JSON.stringify((final?.clones ?? []).map((c) => c.host))}, notes: ${JSON.stringify(final?.notes)}`).toBeDefined()
     const running = (final?.clones ?? []).filter((c) => c.state === 'running')
-    expect(running).toHaveLength(3)
+    expect(running).toHaveLength(6)
     expect(running.every((c) => c.host !== victim!.name)).toBe(true)
     expect((final?.notes ?? []).some((n) => n.startsWith(victim!.name) && /re-placed/.test(n))).toBe(true)
   }, 300_000)

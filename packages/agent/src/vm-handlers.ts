@@ -5,7 +5,6 @@ import { ControlError } from './control-server.js'
 import type { ControlContext, ControlHandler, ControlReply } from './control-server.js'
 import { forwardRequest } from './control-forward.js'
 import { callHost } from './host-call.js'
-import type { HostRef } from './host-call.js'
 import type { vmesh } from '@vmesh/wire'
 import type { VmInfo } from '@vmesh/hypervisor'
 
@@ -56,26 +55,33 @@ async function onVmHost (agent: Agent, ctx: ControlContext, vm: string, local: (
 
 /**
  * The Virtual Organization Cluster way: kill the clones' hypervisors and delete their overlays,
- * on every host, leaving the source and the snapshot layers alone.
+ * on every host, leaving the source and the snapshot layers alone. The request goes to every
+ * alive host, which destroys its own clones: adverts may not list a clone started a moment ago.
  */
 async function destroyClonesOf (agent: Agent, vm: string, ctx: ControlContext): Promise<ControlReply> {
-  const targets: Array<{ host: HostRef, name: string }> = []
-  for (const v of agent.vms.local()) if ((v.sourceVm ?? '') === vm) targets.push({ host: { peerId: agent.node.peerId, name: agent.name }, name: v.name })
-  for (const e of agent.membership.view.others('alive')) {
-    for (const v of e.advert.vms) if (v.source === vm && v.name != null) targets.push({ host: { peerId: e.peerId, name: e.advert.name }, name: v.name })
-  }
-  if (targets.length === 0) throw new ControlError('NOT_FOUND', `no clones of "${vm}" in the cluster`)
   const destroyed: string[] = []
   const failed: string[] = []
-  await Promise.all(targets.map(async (t) => {
+  for (const v of agent.vms.local().filter((x) => (x.sourceVm ?? '') === vm)) {
     try {
-      await callHost(agent, t.host, { vmDestroy: { vm: t.name } }, { signal: ctx.signal })
-      destroyed.push(t.name)
+      await agent.vms.exclusive(v.name, async () => { await agent.vms.driver.destroy(v.name) })
+      destroyed.push(v.name)
     } catch (err) {
-      failed.push(`${t.name} on ${t.host.name}: ${(err as Error).message}`)
+      failed.push(`${v.name} on ${agent.name}: ${(err as Error).message}`)
+    }
+  }
+  const fanOut = ctx.origin === 'local' || !isMember(agent, ctx.origin)
+  if (!fanOut) return { vmDestroy: { destroyed, failed } }
+  await Promise.all(agent.membership.view.others('alive').map(async (e) => {
+    try {
+      const r = await callHost(agent, { peerId: e.peerId, name: e.advert.name }, { vmDestroy: { vm, clonesOf: true } }, { signal: ctx.signal })
+      destroyed.push(...(r.vmDestroy?.destroyed ?? []))
+      failed.push(...(r.vmDestroy?.failed ?? []))
+    } catch (err) {
+      failed.push(`${e.advert.name}: ${(err as Error).message}`)
     }
   }))
-  if (failed.length > 0 && destroyed.length === 0) throw new ControlError('VM_ERROR', `could not destroy the clones of ${vm}:\n  ${failed.join('\n  ')}`)
+  if (destroyed.length === 0 && failed.length === 0) throw new ControlError('NOT_FOUND', `no clones of "${vm}" in the cluster`)
+  if (destroyed.length === 0) throw new ControlError('VM_ERROR', `could not destroy the clones of ${vm}:\n  ${failed.join('\n  ')}`)
   return { vmDestroy: { destroyed: destroyed.sort(), failed } }
 }
 
