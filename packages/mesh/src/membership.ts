@@ -120,6 +120,12 @@ export class Membership {
     pubsub.topicValidators.set(MEMBER_TOPIC, async (_from, msg) => await this.onMemberMessage(msg))
     pubsub.subscribe(ADVERT_TOPIC)
     pubsub.subscribe(MEMBER_TOPIC)
+    // A peer that just subscribed to adverts is new to the gossip mesh: advertise now. For a
+    // joining agent this is the moment its own advert can first travel (published earlier, it
+    // had no topic peers to go to); for the others it costs one advert per join.
+    pubsub.addEventListener('subscription-change', (evt) => {
+      if (evt.detail.subscriptions.some((sub) => sub.topic === ADVERT_TOPIC && sub.subscribe)) this.advertiseSoon()
+    })
     await node.handle(SYNC_PROTOCOL, (stream, conn) => { void this.answerSync(stream, conn) }, { maxInboundStreams: 32 })
     await node.handle(PROBE_PROTOCOL, (stream) => { void this.answerProbe(stream) }, { maxInboundStreams: 64 })
     node.addEventListener('connection:open', (evt) => {
