@@ -6,6 +6,7 @@ import type { Agent } from './agent.js'
 import { ControlError } from './control-server.js'
 import type { ControlContext, ControlReply } from './control-server.js'
 import { callHost } from './host-call.js'
+import { locateVm } from './vm-locate.js'
 import type { HostRef } from './host-call.js'
 
 export const MAX_CLONES = 64
@@ -44,18 +45,6 @@ export interface Elector {
   release: (assignment: Assignment) => Promise<void>
 }
 
-interface VmRef { host: HostRef, cpus: number, memMiB: number }
-
-function findVm (agent: Agent, vm: string): VmRef | undefined {
-  const local = agent.vms.local().find((v) => v.name === vm)
-  if (local !== undefined) return { host: { peerId: agent.node.peerId, name: agent.name }, cpus: local.cpus, memMiB: local.memMiB }
-  for (const e of agent.membership.view.others('alive')) {
-    const v = e.advert.vms.find((x) => x.name === vm)
-    if (v !== undefined) return { host: { peerId: e.peerId, name: e.advert.name }, cpus: v.cpus ?? 1, memMiB: v.memMib ?? 0 }
-  }
-  return undefined
-}
-
 /**
  * Names for new clones: the VM's name and a random 4-hex suffix (web-3f9a). Requests from
  * different peers run at the same time without talking to each other, so ordinal names
@@ -85,7 +74,7 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
   if (req.count < 1 || req.count > MAX_CLONES) throw new ControlError('BAD_REQUEST', `clone count ${req.count}: use 1 to ${MAX_CLONES}`)
   const policy = req.policy === '' ? 'spread' : req.policy
   if (policy !== 'spread' && policy !== 'pack') throw new ControlError('BAD_REQUEST', `--policy ${policy}: use spread or pack`)
-  const source = findVm(agent, vm)
+  const source = locateVm(agent, vm)
   if (source === undefined) throw new ControlError('NOT_FOUND', `no running VM named "${vm}" in the cluster; "vmesh vms" lists them`)
   const progress = async (p: vmesh.v1.CloneProgress.$Properties): Promise<void> => { await ctx.send({ cloneProgress: p }).catch(() => {}) }
   const notes: string[] = []

@@ -4,7 +4,6 @@
 import { createServer, connect } from 'node:net'
 import type { Server, Socket } from 'node:net'
 import { chmod, unlink } from 'node:fs/promises'
-import type { Stream } from '@libp2p/interface'
 import { pb, socketChannel, streamChannel } from '@vmesh/wire'
 import type { MessageChannel, vmesh } from '@vmesh/wire'
 import type { Counters, MeshNode } from '@vmesh/mesh'
@@ -64,7 +63,7 @@ export class ControlServer {
 
   async serveLibp2p (node: MeshNode): Promise<void> {
     await node.handle(CONTROL_PROTOCOL, (stream, conn) => {
-      void this.serve(streamChannel(stream, MAX_RESPONSE_BYTES), conn.remotePeer.toString(), stream)
+      void this.serve(streamChannel(stream, MAX_RESPONSE_BYTES), conn.remotePeer.toString())
     }, { maxInboundStreams: MAX_CONTROL_CONNECTIONS })
   }
 
@@ -80,7 +79,7 @@ export class ControlServer {
     await this.serve(socketChannel(socket, MAX_RESPONSE_BYTES), 'local')
   }
 
-  private async serve (channel: MessageChannel, origin: string, stream?: Stream): Promise<void> {
+  private async serve (channel: MessageChannel, origin: string): Promise<void> {
     if (this.active >= MAX_CONTROL_CONNECTIONS) {
       this.counters.inc('rejected.control.busy')
       await this.reply(channel, errorReply('BUSY', 'the agent is serving too many control connections; try again shortly'))
@@ -125,7 +124,6 @@ export class ControlServer {
     } finally {
       closed.abort()
       this.active--
-      void stream
     }
   }
 

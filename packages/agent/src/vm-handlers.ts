@@ -5,6 +5,7 @@ import { ControlError } from './control-server.js'
 import type { ControlContext, ControlHandler, ControlReply } from './control-server.js'
 import { forwardRequest } from './control-forward.js'
 import { callHost } from './host-call.js'
+import { locateVm } from './vm-locate.js'
 import type { vmesh } from '@vmesh/wire'
 import type { VmInfo } from '@vmesh/hypervisor'
 
@@ -34,22 +35,16 @@ export function vmInfoMessage (agent: Agent, v: VmInfo): vmesh.v1.VmInfo.$Proper
   }
 }
 
-/** Finds the alive host that advertises a VM, other than this one. */
-function remoteHostOf (agent: Agent, vm: string): { peerId: import('@libp2p/interface').PeerId, name: string } | undefined {
-  for (const e of agent.membership.view.others('alive')) {
-    if (e.advert.vms.some((v) => v.name === vm)) return { peerId: e.peerId, name: e.advert.name }
-  }
-  return undefined
-}
-
 /**
  * Runs `local` when the VM is here; forwards the request when another host advertises it;
  * otherwise says it does not exist. Forwarded requests are never forwarded again.
  */
 async function onVmHost (agent: Agent, ctx: ControlContext, vm: string, local: () => Promise<ControlReply>): Promise<ControlReply> {
-  if (agent.vms.local().some((v) => v.name === vm)) return await local()
-  const remote = ctx.origin === 'local' || !isMember(agent, ctx.origin) ? remoteHostOf(agent, vm) : undefined
-  if (remote !== undefined) return await forwardRequest(agent.node, remote.peerId, remote.name, ctx.request, ctx)
+  const where = locateVm(agent, vm)
+  if (where?.local === true) return await local()
+  if (where !== undefined && (ctx.origin === 'local' || !isMember(agent, ctx.origin))) {
+    return await forwardRequest(agent.node, where.host.peerId, where.host.name, ctx.request, ctx)
+  }
   throw new ControlError('NOT_FOUND', `no VM named "${vm}" in the cluster; "vmesh vms" lists them`)
 }
 
@@ -104,7 +99,7 @@ export function vmHandlers (agent: Agent): Record<VmHandlerKind, ControlHandler>
       const memMiB = req.memMib === 0 ? 256 : req.memMib
       if (cpus < 1 || cpus > LIMITS.maxCpus) throw new ControlError('BAD_REQUEST', `--cpus ${cpus}: use 1 to ${LIMITS.maxCpus}`)
       if (memMiB < LIMITS.minMemMiB || memMiB > LIMITS.maxMemMiB) throw new ControlError('BAD_REQUEST', `--mem ${memMiB}: use ${LIMITS.minMemMiB} to ${LIMITS.maxMemMiB} MiB`)
-      if (vms.local().some((v) => v.name === name) || remoteHostOf(agent, name) !== undefined) {
+      if (locateVm(agent, name) !== undefined) {
         throw new ControlError('EXISTS', `a VM named "${name}" already exists in the cluster; pick another name or "vmesh destroy ${name}"`)
       }
       const free = agent.membership.view.get(agent.membership.selfId)?.advert.resources?.memFreeMib ?? 0

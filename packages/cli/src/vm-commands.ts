@@ -5,8 +5,6 @@ import type { vmesh } from '@vmesh/wire'
 import { targetOptionSpec } from './options.js'
 import type { TargetOptions } from './options.js'
 
-export const VM_COMMANDS = ['create', 'vms', 'snapshot', 'destroy', 'hotplug', 'console']
-
 export const vmUsage = `  vmesh create NAME [--image ID|NAME|FILE] [--cpus N] [--mem MiB]   start a VM from an image in the store, a file, or the demo guest (built on first use)
   vmesh vms [--json]                         every VM in the cluster: name, host, state, source, cpus, memory, accelerator
   vmesh snapshot VM [--json]                 live copy-on-write snapshot into the chunk store (the VM keeps running)
