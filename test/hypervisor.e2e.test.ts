@@ -139,7 +139,13 @@ describe.skipIf(skipReason !== undefined)('hypervisor on real QEMU', () => {
       expect(first).toBeDefined()
       expect(first!).toBeGreaterThan(counterBefore)
       expect(first!).toBeLessThanOrEqual(counterAfter + 1)
-      const guestMacs = (await ch.run('cat /sys/class/net/eth*/address')).output.trim().split('\n')
+      // The snapshot's NIC goes away in the background (the guest ejects it after resuming).
+      let guestMacs: string[] = []
+      for (let t = 0; t < 50; t++) {
+        guestMacs = (await ch.run('cat /sys/class/net/eth*/address')).output.trim().split('\n')
+        if (guestMacs.length === 1) break
+        await sleep(200)
+      }
       expect(guestMacs).toEqual([r.vm.mac])
       expect(guestMacs).not.toContain(srcMac)
       // Sees the source's pre-snapshot data, and its own writes stay its own.

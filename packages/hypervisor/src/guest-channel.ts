@@ -24,6 +24,8 @@ export interface RunResult {
 }
 
 const MAX_REPLY = 1 << 20
+const PING_EVERY_MS = 100
+const MAX_PINGS_OUTSTANDING = 3
 
 export class GuestChannel {
   private nextId = 1
@@ -72,20 +74,35 @@ export class GuestChannel {
       if (this.sock === sock) { this.sock = undefined; this.ready = undefined }
       this.failAll(new Error(`guest channel ${this.socketPath} closed`))
     })
-    // Prove the link: pings until one is answered (the guest may be reopening its port).
-    for (;;) {
-      const left = deadline - Date.now()
-      if (left <= 0) {
-        sock.destroy()
-        throw new Error(`guest did not answer "${command}" within ${timeoutMs} ms on ${this.socketPath} (is the guest booted and running the vmesh init?)`)
+    // Prove the link: a ping every PING_EVERY_MS until one is answered (the guest may be
+    // reopening its port, and what is written before it does is lost). Not waiting for each
+    // ping to time out before the next matters for a fresh clone: its guest reopens the port
+    // a few hundred ms after it resumes, and a 1 s ping timeout used to add up to a second.
+    return await new Promise<Socket>((resolve, reject) => {
+      let settled = false
+      let outstanding = 0
+      const finish = (err?: Error): void => {
+        if (settled) return
+        settled = true
+        clearInterval(pinger)
+        if (err === undefined) resolve(sock)
+        else { sock.destroy(); reject(err) }
       }
-      try {
-        const r = await this.send(sock, 'ping', '', Math.min(1000, left))
-        if (r.output === 'pong') return sock
-      } catch (err) {
-        if (sock.destroyed) throw err
+      const ping = (): void => {
+        const left = deadline - Date.now()
+        if (left <= 0) {
+          finish(new Error(`guest did not answer "${command}" within ${timeoutMs} ms on ${this.socketPath} (is the guest booted and running the vmesh init?)`))
+          return
+        }
+        // A busy guest answers slowly: cap the pings queued in front of the real request.
+        if (outstanding >= MAX_PINGS_OUTSTANDING) return
+        outstanding++
+        this.send(sock, 'ping', '', left).then((r) => { if (r.output === 'pong') finish() }, (err: Error) => { if (sock.destroyed) finish(err) })
+          .finally(() => { outstanding-- })
       }
-    }
+      const pinger = setInterval(ping, PING_EVERY_MS)
+      ping()
+    })
   }
 
   private async send(sock: Socket, command: string, arg: string, timeoutMs: number): Promise<RunResult> {

@@ -459,10 +459,15 @@ export class VmDriver {
       const q = await this.qmp(o.name)
       await q.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] })
       await q.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(devState.path)}` })
-      await this.waitRunning(q, 60_000)
+      // The device state was saved by a paused relay, so the clone comes up paused: its new NIC
+      // goes in before the guest runs a single instruction with the source's MAC.
+      const paused = await this.waitIncoming(q, 60_000)
+      await this.swapNic(o.name, layout, state, o.mac)
+      if (paused) await q.execute('cont')
       const restoreMs = round(performance.now() - t0)
       const t1 = performance.now()
-      await this.giveIdentity(o.name, layout, state, o.mac)
+      // Set the identity in the guest: it also proves the guest is alive after restore.
+      await retry(() => this.guest(o.name).setIdentity(o.name, state.hostname, 5000), 45_000)
       const identityMs = round(performance.now() - t1)
       this.log(`vm ${o.name}: restored from ${snap.id} in ${restoreMs} ms, identity in ${identityMs} ms`)
       return { vm: await this.info(state, true), restoreMs, identityMs }
@@ -474,37 +479,50 @@ export class VmDriver {
     }
   }
 
-  /** New NIC with a new MAC (the snapshot's NIC is unplugged), hostname and name in the guest. */
-  private async giveIdentity(name: string, layout: VmLayout, state: VmState, mac?: string): Promise<void> {
+  /**
+   * Gives a restored (still paused) clone a new NIC with a new MAC and asks the guest to release
+   * the snapshot's NIC, whose link goes down at once so the source's MAC is never heard twice.
+   * The guest handles the hot-plug events after `cont`; the old NIC's removal completes in the
+   * background (finishUnplug), so the clone does not wait for the guest's ACPI eject (0.5-4 s
+   * under TCG on a busy host).
+   */
+  private async swapNic(name: string, layout: VmLayout, state: VmState, mac?: string): Promise<void> {
     const q = await this.qmp(name)
     const spec = state.spec
     const slot = Math.max(FIRST_NIC_SLOT - 1, ...spec.nics.map((n) => n.slot)) + 1
     const nicId = `nic${slot - FIRST_NIC_SLOT}`
     const newMac = mac ? checkMac(mac) : randomMac(randomBytes)
+    const old = spec.nics
+    for (const nic of old) await q.execute('set_link', { name: nic.id, up: false })
     await q.execute('netdev_add', { type: 'user', id: `net-${nicId}`, restrict: true })
     await q.execute('device_add', { driver: 'virtio-net-pci', id: nicId, netdev: `net-${nicId}`, mac: newMac, addr: pciAddr(slot) })
-    const old = spec.nics
     spec.nics = [...old, { id: nicId, mac: newMac, slot }]
     await writeState(layout.state, state)
-    // Set the identity in the guest first: it also proves the guest is alive after restore.
-    await retry(() => this.guest(name).setIdentity(name, state.hostname, 5000), 45_000)
     for (const nic of old) {
       const since = q.events.length
       await q.execute('device_del', { id: nic.id })
-      const deleted = await q
-        .waitEvent('DEVICE_DELETED', (e) => e.data.device === nic.id, 10_000, since)
-        .then(() => true)
-        .catch(() => false)
-      if (deleted) {
-        await q.execute('netdev_del', { id: `net-${nic.id}` }).catch(() => {})
-        spec.nics = spec.nics.filter((n) => n.id !== nic.id)
-      } else {
-        // The guest did not release it; at least take its link down so the old MAC is silent.
-        await q.execute('set_link', { name: nic.id, up: false }).catch(() => {})
-        this.log(`vm ${name}: guest did not release ${nic.id}; its link is down`)
-      }
+      void this.finishUnplug(name, nic.id, q, since)
     }
-    await writeState(layout.state, state)
+  }
+
+  /** Once the guest released an unplugged NIC: drop its netdev and its entry in the VM's state. */
+  private async finishUnplug(name: string, nicId: string, q: QmpClient, since: number): Promise<void> {
+    const outcome = await q
+      .waitEvent('DEVICE_DELETED', (e) => e.data.device === nicId, 60_000, since)
+      .then(() => 'deleted', (err: Error) => (/closed/.test(err.message) ? 'gone' : 'timeout'))
+    if (outcome === 'gone') return // the VM was destroyed meanwhile
+    if (outcome === 'timeout') {
+      this.log(`vm ${name}: guest has not released ${nicId} after 60 s; its link stays down`)
+      return
+    }
+    await this.serial(name, async () => {
+      await q.execute('netdev_del', { id: `net-${nicId}` }).catch(() => {})
+      const layout = new VmLayout(this.dataDir, name)
+      const state = await readState(layout.state).catch(() => undefined)
+      if (!state) return
+      state.spec.nics = state.spec.nics.filter((n) => n.id !== nicId)
+      await writeState(layout.state, state)
+    }).catch((err: Error) => this.log(`vm ${name}: recording the removal of ${nicId} failed: ${err.message}`))
   }
 
   // ---- hot-plug -----------------------------------------------------------------------------
@@ -766,18 +784,15 @@ export class VmDriver {
     }
   }
 
-  private async waitRunning(q: QmpClient, timeoutMs: number): Promise<void> {
+  /** Waits for an incoming migration to finish; true if the guest is left paused (the relay was). */
+  private async waitIncoming(q: QmpClient, timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs
     for (;;) {
       const s = await q.execute<{ status: string }>('query-status')
-      if (s.status === 'running') return
+      if (s.status === 'running') return false
       if (s.status === 'paused') {
-        // The relay that wrote the device state was paused, and the stream carries that run state.
         const m = await q.execute<{ status?: string }>('query-migrate')
-        if (m.status === 'completed') {
-          await q.execute('cont')
-          continue
-        }
+        if (m.status === 'completed') return true
       }
       if (s.status !== 'inmigrate' && s.status !== 'paused' && s.status !== 'prelaunch') {
         const m = await q.execute<{ 'error-desc'?: string }>('query-migrate').catch(() => ({}) as { 'error-desc'?: string })
