@@ -391,7 +391,8 @@ export class ChunkPull {
     for (const link of ordered) {
       const batch: number[] = []
       let fresh = 0
-      while (link.inflight.length + batch.length + fresh < config.perLinkInflight && total < config.maxInflight && unrequested > 0) {
+      const linkInflight = link.primary && !stalled ? config.seedInflight : config.perLinkInflight
+      while (link.inflight.length + batch.length + fresh < linkInflight && total < config.maxInflight && unrequested > 0) {
         if (link.primary && !stalled) {
           if (now < link.freshAfter) break
           // With other seeds around, ask the primary only for what no other link can give.
