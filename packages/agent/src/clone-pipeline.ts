@@ -7,6 +7,7 @@ import { ControlError } from './control-server.js'
 import type { ControlContext, ControlReply } from './control-server.js'
 import { callHost } from './host-call.js'
 import { locateVm } from './vm-locate.js'
+import { peerIdFromBytes } from '@vmesh/mesh'
 import type { HostRef } from './host-call.js'
 
 export const MAX_CLONES = 64
@@ -66,6 +67,14 @@ function allVmNames (agent: Agent): Set<string> {
   return names
 }
 
+interface PlannedHost { a: Assignment, names: string[] }
+
+/** A peer id as it travels in replies (bytes), as a string; '' when absent or malformed. */
+function peerIdString (bytes: Uint8Array | null | undefined): string {
+  if (bytes == null || bytes.length === 0) return ''
+  try { return peerIdFromBytes(bytes).toString() } catch { return '' }
+}
+
 export async function runClone (agent: Agent, elector: Elector, ctx: ControlContext): Promise<ControlReply> {
   const req = ctx.request.clone as vmesh.v1.CloneRequest
   const t0 = Date.now()
@@ -107,52 +116,67 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
       }
       break
     }
-    const plan = election.assignments.map((a) => ({ a, names: pending.splice(0, a.count) }))
+    const plan: PlannedHost[] = election.assignments.map((a) => ({ a, names: pending.splice(0, a.count) }))
     for (const p of plan) await progress({ phase: 'reserve', host: p.a.host.name, state: 'done', message: `${p.a.host.name}: reserved ${p.a.count} clone(s)` })
 
-    // 3. Transfer from the source to every winner at once (the swarm makes it one upload).
+    // 3. Restore on each winner as soon as it holds the snapshot: the source host at once, the
+    // others the moment their transfer is done (not when the slowest one is). A winner whose
+    // transfer or restore fails has its clones put back in the queue for the next round.
+    const restores: Array<Promise<void>> = []
+    const started = new Set<PlannedHost>()
+    const restoreOn = (p: PlannedHost): void => {
+      if (started.has(p)) return
+      started.add(p)
+      restores.push((async () => {
+        const { a, names } = p
+        try {
+          const reply = await callHost(agent, a.host, { cloneRestore: { manifestId, names, reservationId: a.reservationId } }, {
+            signal: ctx.signal,
+            onProgress: (r) => { if (r.cloneProgress != null) void progress(r.cloneProgress) }
+          })
+          for (const c of reply.cloneRestore?.clones ?? []) {
+            results.push({ ...c, ms: Date.now() - t0 })
+            if (c.state !== 'running') notes.push(`${c.name ?? ''} on ${a.host.name} failed to start: ${c.error ?? ''}`)
+          }
+        } catch (err) {
+          exclude.add(a.host.peerId.toString())
+          pending.push(...names)
+          notes.push(`${a.host.name}: restore failed (${(err as Error).message}); its ${names.length} clone(s) re-placed`)
+        }
+      })())
+    }
+    const isSource = (p: PlannedHost): boolean => p.a.host.peerId.equals(source.host.peerId)
+    for (const p of plan) if (isSource(p)) restoreOn(p)
+
+    // 4. Transfer from the source to every other winner at once (the swarm makes it one upload).
     const tTransfer = Date.now()
-    // The source host already holds its own snapshot: only the other winners receive it.
-    const receivers = plan.filter((p) => !p.a.host.peerId.equals(source.host.peerId))
+    const receivers = plan.filter((p) => !isSource(p))
+    const byPeer = new Map(receivers.map((p) => [p.a.host.peerId.toString(), p]))
     const push = receivers.length === 0
       ? undefined
       : (await callHost(agent, source.host, { imagePush: { ref: manifestId, hosts: receivers.map((p) => p.a.host.peerId.toString()).join(',') } }, {
           signal: ctx.signal,
           onProgress: (r) => {
             const t = r.transferProgress
-            if (t != null) void progress({ phase: 'transfer', host: t.hostName, state: t.state, bytesDone: t.bytesDone, bytesTotal: t.bytesTotal, rateBytesPerS: t.rateBytesPerS, etaMs: t.etaMs })
+            if (t == null) return
+            void progress({ phase: 'transfer', host: t.hostName, state: t.state, bytesDone: t.bytesDone, bytesTotal: t.bytesTotal, rateBytesPerS: t.rateBytesPerS, etaMs: t.etaMs })
+            const p = t.state === 'done' ? byPeer.get(peerIdString(t.host)) : undefined
+            if (p !== undefined) restoreOn(p)
           }
         })).imagePush
     transferMs += Date.now() - tTransfer
     egress += Number(push?.sourceEgressBytes ?? 0)
     const failed = new Map<string, string>()
-    for (const h of push?.hosts ?? []) if (h.state !== 'done') failed.set(h.hostName ?? '', h.error != null && h.error !== '' ? h.error : (h.state ?? 'failed'))
-
-    // 4. Restore on each winner that holds the snapshot; the others' clones go back in the queue.
-    await Promise.all(plan.map(async ({ a, names }) => {
-      const why = failed.get(a.host.name)
-      if (why !== undefined) {
-        exclude.add(a.host.peerId.toString())
-        pending.push(...names)
-        notes.push(`${a.host.name}: transfer failed (${why}); its ${names.length} clone(s) re-placed`)
-        await elector.release(a).catch(() => {})
-        return
-      }
-      try {
-        const reply = await callHost(agent, a.host, { cloneRestore: { manifestId, names, reservationId: a.reservationId } }, {
-          signal: ctx.signal,
-          onProgress: (r) => { if (r.cloneProgress != null) void progress(r.cloneProgress) }
-        })
-        for (const c of reply.cloneRestore?.clones ?? []) {
-          results.push({ ...c, ms: Date.now() - t0 })
-          if (c.state !== 'running') notes.push(`${c.name ?? ''} on ${a.host.name} failed to start: ${c.error ?? ''}`)
-        }
-      } catch (err) {
-        exclude.add(a.host.peerId.toString())
-        pending.push(...names)
-        notes.push(`${a.host.name}: restore failed (${(err as Error).message}); its ${names.length} clone(s) re-placed`)
-      }
-    }))
+    for (const h of push?.hosts ?? []) if (h.state !== 'done') failed.set(peerIdString(h.host), h.error != null && h.error !== '' ? h.error : (h.state ?? 'failed'))
+    for (const p of receivers) {
+      const why = failed.get(p.a.host.peerId.toString())
+      if (why === undefined) { restoreOn(p); continue }
+      exclude.add(p.a.host.peerId.toString())
+      pending.push(...p.names)
+      notes.push(`${p.a.host.name}: transfer failed (${why}); its ${p.names.length} clone(s) re-placed`)
+      await elector.release(p.a).catch(() => {})
+    }
+    await Promise.all(restores)
   }
   for (const name of pending) results.push({ name, host: '', state: 'failed', error: 'not placed', ms: Date.now() - t0 })
   await progress({ phase: 'done', state: 'done', message: `${results.filter((r) => r.state === 'running').length} of ${req.count} clone(s) running` })

@@ -27,7 +27,11 @@ export async function startSwarm (agent: Agent, rateLimits: RateLimits = rateLim
     counters: agent.membership.counters,
     bulkHost: bulkHostOf(agent.opts.listen ?? agent.node.getMultiaddrs().map((a) => a.toString())),
     rateLimits,
-    onComplete: (id) => { markComplete(agent, id) }
+    onComplete: (id) => { markComplete(agent, id); agent.vms.completeAssembly(id) },
+    // A VM snapshot's files are written as its chunks arrive, so clones start right after.
+    onTargetStart: async (id) => { await agent.vms.beginAssembly(id) },
+    onChunk: (id, hash, data) => { agent.vms.chunkArrived(id, hash, data) },
+    onTargetFailed: (id) => { void agent.vms.abortAssembly(id) }
   })
   await swarm.start()
   // A restarted agent advertises what it holds, and resumes any push by fetching only what it lacks.

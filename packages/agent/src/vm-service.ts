@@ -5,8 +5,8 @@ import { join } from 'node:path'
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
 import { VmDriver, detectAccelerator, guestImage } from '@vmesh/hypervisor'
 import type { Accelerator, AcceleratorChoice, LayerKind as VmLayerKind, MachineSpec, Snapshot, VmInfo } from '@vmesh/hypervisor'
-import { createManifest, importLayer, isComplete, materializeLayer } from '@vmesh/store'
-import type { Layer } from '@vmesh/store'
+import { createManifest, importLayer, isComplete, ManifestAssembly, materializeLayer } from '@vmesh/store'
+import type { Layer, Manifest } from '@vmesh/store'
 import type { vmesh } from '@vmesh/wire'
 import type { Logger } from './logger.js'
 import type { ChunkStore, ImageCatalogue, ManifestStore } from '@vmesh/store'
@@ -16,6 +16,14 @@ interface VmSpecLayer { kind: VmLayerKind, id?: string, format?: string, size: n
 interface VmSpec { version: 1, snapshotId: string, source: string, accel: Accelerator, machine: MachineSpec, layers: VmSpecLayer[], method?: Snapshot['method'] }
 
 const MAX_SPEC_BYTES = 1024 * 1024
+/** In a snapshot directory of this host: the id of the manifest it was imported as. */
+const LOCAL_MANIFEST_FILE = 'manifest-id'
+/** In a materialised snapshot directory: written once every layer file is in place. */
+const COMPLETE_FILE = '.complete'
+
+async function exists (path: string): Promise<boolean> {
+  return await stat(path).then(() => true, () => false)
+}
 
 /** The vm-spec layer arrived from another host: check its shape before QEMU sees any of it. */
 export function parseVmSpec (text: string): VmSpec {
@@ -49,6 +57,8 @@ export class VmService {
   private cache: VmInfo[] = []
   private readonly locks = new Map<string, Promise<unknown>>()
   private timer: NodeJS.Timeout | undefined
+  /** Snapshots being received, assembled into files as their chunks arrive (by manifest id). */
+  private readonly assemblies = new Map<string, { assembly: ManifestAssembly, finished?: Promise<void> }>()
 
   private constructor (readonly accel: AcceleratorChoice, private readonly deps: VmServiceDeps) {
     this.driver = new VmDriver({ dataDir: deps.dataDir, accel: accel.accel, log: (line) => { deps.log.info(line) } })
@@ -129,6 +139,8 @@ export class VmService {
       await writeFile(specPath, JSON.stringify(spec))
       layers.push(await importLayer(this.deps.store, specPath, 'vm-spec', { name: 'vm-spec', hold }))
       const id = await this.deps.manifests.save(createManifest({ name: `${snap.source}@${snap.id}`, layers }))
+      // Clones started on this host use the snapshot's own files: no copy out of the store.
+      await writeFile(join(this.snapshotsDir(), snap.id, LOCAL_MANIFEST_FILE), id)
       return { id, layers }
     } finally {
       hold.release()
@@ -136,23 +148,26 @@ export class VmService {
   }
 
   /**
-   * Turns a manifest held completely in the store into a Snapshot with files on this host: the
-   * layers are materialised once per manifest (sparse, verified) and shared by every clone.
+   * Turns a manifest held completely in the store into a Snapshot with files on this host. On
+   * the host that took the snapshot, those are the snapshot's own files. Elsewhere the layers
+   * are materialised once per manifest (sparse, verified) and shared by every clone: usually
+   * already done while the chunks arrived (beginAssembly), else here from the store.
    */
   async snapshotFromManifest (manifestId: string): Promise<Snapshot> {
     const manifest = await this.deps.manifests.load(manifestId)
-    const dir = join(this.snapshotsDir(), `m-${manifestId.slice(0, 16)}`)
-    const done = join(dir, '.complete')
-    const specLayer = manifest.layers.find((l) => l.kind === 'vm-spec')
-    if (specLayer === undefined) throw new Error(`manifest ${manifestId.slice(0, 12)} is not a VM snapshot (no vm-spec layer)`)
+    const specIndex = manifest.layers.findIndex((l) => l.kind === 'vm-spec')
+    if (specIndex < 0) throw new Error(`manifest ${manifestId.slice(0, 12)} is not a VM snapshot (no vm-spec layer)`)
+    const spec = parseVmSpec(await this.readLayerText(manifest, specIndex))
+    const local = await this.localSnapshot(manifestId, spec.snapshotId)
+    if (local !== undefined) return local
+    const dir = this.assemblyDir(manifestId)
     const pathOf = (i: number): string => join(dir, `${i}-${manifest.layers[i]?.kind ?? ''}`)
-    if (!(await stat(done).then(() => true, () => false))) {
+    await this.assemblies.get(manifestId)?.finished?.catch(() => {})
+    if (!(await exists(join(dir, COMPLETE_FILE)))) {
       await mkdir(dir, { recursive: true })
       for (const [i, l] of manifest.layers.entries()) await materializeLayer(this.deps.store, l, pathOf(i))
-      await writeFile(done, manifestId)
+      await writeFile(join(dir, COMPLETE_FILE), manifestId)
     }
-    const specText = await readFile(pathOf(manifest.layers.indexOf(specLayer)), 'utf8')
-    const spec = parseVmSpec(specText)
     const fileLayers = manifest.layers.map((l, i) => ({ l, i })).filter(({ l }) => l.kind !== 'vm-spec')
     if (fileLayers.length !== spec.layers.length) throw new Error(`manifest ${manifestId.slice(0, 12)}: vm-spec lists ${spec.layers.length} layers, manifest has ${fileLayers.length}`)
     return {
@@ -172,6 +187,67 @@ export class VmService {
       precopyMs: 0,
       method: spec.method === 'stopped' || spec.method === 'precopy' ? spec.method : 'background'
     }
+  }
+
+  /** The snapshot as the driver took it on this host, if it did and it is intact. */
+  private async localSnapshot (manifestId: string, snapshotId: string): Promise<Snapshot | undefined> {
+    if (!/^[A-Za-z0-9._-]{1,128}$/.test(snapshotId)) return undefined
+    const marker = await readFile(join(this.snapshotsDir(), snapshotId, LOCAL_MANIFEST_FILE), 'utf8').catch(() => '')
+    if (marker !== manifestId) return undefined
+    return await this.driver.loadSnapshot(snapshotId).catch(() => undefined)
+  }
+
+  private async readLayerText (manifest: Manifest, index: number): Promise<string> {
+    const layer = manifest.layers[index] as Layer
+    if (layer.size > MAX_SPEC_BYTES) throw new Error(`vm-spec layer is ${layer.size} bytes, more than ${MAX_SPEC_BYTES}`)
+    const parts: Uint8Array[] = []
+    for (const h of layer.chunks) parts.push(h === null ? new Uint8Array(layer.chunkSize) : await this.deps.store.readVerified(h))
+    return Buffer.concat(parts).subarray(0, layer.size).toString('utf8')
+  }
+
+  // --- assembling a snapshot while it is received (hooks of the swarm, see image-handlers.ts) ---
+
+  /** This host starts receiving a manifest: if it is a VM snapshot, write its files as chunks come. */
+  async beginAssembly (manifestId: string): Promise<void> {
+    const manifest = await this.deps.manifests.load(manifestId)
+    if (!manifest.layers.some((l) => l.kind === 'vm-spec')) return
+    const dir = this.assemblyDir(manifestId)
+    if (await exists(join(dir, COMPLETE_FILE))) return
+    await this.abortAssembly(manifestId)
+    await mkdir(dir, { recursive: true })
+    const assembly = new ManifestAssembly(this.deps.store, manifest, manifest.layers.map((l, i) => join(dir, `${i}-${l.kind}`)))
+    await assembly.open()
+    this.assemblies.set(manifestId, { assembly })
+  }
+
+  chunkArrived (manifestId: string, hash: string, data: Uint8Array): void {
+    this.assemblies.get(manifestId)?.assembly.put(hash, data)
+  }
+
+  /** Every chunk is here: finish the files (what this host held before comes from the store). */
+  completeAssembly (manifestId: string): void {
+    const entry = this.assemblies.get(manifestId)
+    if (entry === undefined || entry.finished !== undefined) return
+    const t0 = Date.now()
+    entry.finished = entry.assembly.finish()
+      .then(async () => {
+        await writeFile(join(this.assemblyDir(manifestId), COMPLETE_FILE), manifestId)
+        this.deps.log.info(`snapshot ${manifestId.slice(0, 12)}: files assembled during the transfer (${Date.now() - t0} ms to finish)`)
+      })
+      .catch((err: Error) => { this.deps.log.warn(`snapshot ${manifestId.slice(0, 12)}: assembling its files failed (${err.message}); they will be materialised from the store`) })
+      .finally(() => { if (this.assemblies.get(manifestId) === entry) this.assemblies.delete(manifestId) })
+  }
+
+  async abortAssembly (manifestId: string): Promise<void> {
+    const entry = this.assemblies.get(manifestId)
+    if (entry === undefined) return
+    this.assemblies.delete(manifestId)
+    if (entry.finished !== undefined) await entry.finished
+    else await entry.assembly.abort()
+  }
+
+  private assemblyDir (manifestId: string): string {
+    return join(this.snapshotsDir(), `m-${manifestId.slice(0, 16)}`)
   }
 
   /**

@@ -90,8 +90,11 @@ export class ChunkPull {
   private rotate = 0
   private started = false
   private readonly extraSeeds: boolean
+  /** Fresh requests kept at the handing-out seed (see SwarmConfig.seedQueueChunks). */
+  private readonly seedInflight: number
 
-  constructor (private readonly ctx: SwarmContext, readonly info: ManifestInfo, peers: PullPeer[], private readonly sessionId: Uint8Array) {
+  constructor (private readonly ctx: SwarmContext, readonly info: ManifestInfo, peers: PullPeer[], private readonly sessionId: Uint8Array,
+    private readonly onChunk?: (manifestId: string, hash: string, data: Uint8Array) => void) {
     const n = info.chunks.length
     this.have = new Bitfield(n)
     this.bytesTotal = info.storedBytes
@@ -105,6 +108,8 @@ export class ChunkPull {
     const primary = this.links.find((l) => l.peer.seed)
     if (primary !== undefined) primary.primary = true
     this.extraSeeds = this.links.some((l) => l.peer.seed && !l.primary)
+    const targets = 1 + this.links.filter((l) => !l.peer.seed).length
+    this.seedInflight = Math.max(2, Math.ceil(ctx.config.seedQueueChunks / targets))
     this.durable = new DurableQueue(ctx, ctx.config.maxUnwrittenBytes)
     this.done = new Promise<void>((resolve, reject) => { this.resolveDone = resolve; this.rejectDone = reject })
     this.done.catch(() => {})
@@ -333,6 +338,7 @@ export class ChunkPull {
         ctx.counters.inc('swarm.fetched_bytes', chunk.size)
       }
       ctx.cache.addVerified(chunk.hash, data)
+      this.onChunk?.(info.id, chunk.hash, data)
       this.lastProgressAt = Date.now()
       ctx.hub.emit('gained', info.id, index)
       this.tellSeeds(index)
@@ -391,7 +397,7 @@ export class ChunkPull {
     for (const link of ordered) {
       const batch: number[] = []
       let fresh = 0
-      const linkInflight = link.primary && !stalled ? config.seedInflight : config.perLinkInflight
+      const linkInflight = link.primary && !stalled ? this.seedInflight : config.perLinkInflight
       while (link.inflight.length + batch.length + fresh < linkInflight && total < config.maxInflight && unrequested > 0) {
         if (link.primary && !stalled) {
           if (now < link.freshAfter) break

@@ -34,6 +34,15 @@ export interface SwarmServiceOptions {
   config?: Partial<SwarmConfig>
   /** Called when this host, as a target, came to hold a manifest completely. */
   onComplete?: (manifestId: string) => void
+  /**
+   * Called when this host becomes a target of a push, before it fetches anything (the manifest
+   * is saved by then), and awaited: the agent prepares to assemble a snapshot's files.
+   */
+  onTargetStart?: (manifestId: string) => Promise<void>
+  /** Every chunk this host receives, verified, as it arrives (before it is durable). */
+  onChunk?: (manifestId: string, hash: string, data: Uint8Array) => void
+  /** This host's pull of a manifest stopped without completing. */
+  onTargetFailed?: (manifestId: string) => void
 }
 
 export interface PushTarget {
@@ -141,7 +150,8 @@ export class SwarmService {
         clearTimeout(entry.orphanTimer)
         ctx.log.info(`swarm ${id.slice(0, 12)}: the coordinator re-attached to the session; ${formatMiB(entry.pull.bytesTotal - entry.pull.bytesDone)} left`)
       } else {
-        const p = new ChunkPull(ctx, info, peers, f.start.sessionId ?? new Uint8Array(0))
+        await this.opts.onTargetStart?.(id).catch((err: Error) => { ctx.log.warn(`swarm ${id.slice(0, 12)}: preparing for the transfer failed: ${err.message}`) })
+        const p = new ChunkPull(ctx, info, peers, f.start.sessionId ?? new Uint8Array(0), this.opts.onChunk)
         entry = { pull: p, info, attached: undefined, startedAt: Date.now(), servedBefore: ctx.servedBytes.get(id) ?? 0 }
         this.pulls.set(start.sessionId, entry)
         const sid = start.sessionId
@@ -224,6 +234,7 @@ export class SwarmService {
         await ch.send(progress('done')).catch(() => {})
       } else {
         ctx.log.warn(`swarm ${info.id.slice(0, 12)}: transfer stopped: ${(err as Error).message}`)
+        this.opts.onTargetFailed?.(info.id)
         await ch.send(progress('failed', (err as Error).message)).catch(() => {})
       }
     }
