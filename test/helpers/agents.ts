@@ -1,6 +1,6 @@
 // Runs real `vmesh agent` processes for end-to-end tests: each agent is a separate Node process
 // on loopback with its own data dir, killed only by the PID this helper started.
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync, createWriteStream } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -13,6 +13,14 @@ import type { MemberJson } from '@vmesh/cli'
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const cliBin = join(repoRoot, 'packages', 'cli', 'bin', 'vmesh.js')
+
+/** Why QEMU tests cannot run here, or undefined when they can. */
+export function missingQemu (): string | undefined {
+  for (const bin of ['qemu-system-x86_64', 'qemu-img']) {
+    try { execFileSync(bin, ['--version'], { stdio: 'ignore' }) } catch { return `${bin} is not installed (CI installs qemu-system-x86 and qemu-utils)` }
+  }
+  return undefined
+}
 
 export async function waitFor<T> (what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000, everyMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs

@@ -18,6 +18,7 @@ import { controlHandlers } from './control-handlers.js'
 import { startSwarm } from './image-handlers.js'
 import type { SwarmService } from '@vmesh/swarm'
 import { Logger } from './logger.js'
+import { ChunkCollector } from './chunk-gc.js'
 import type { LogLevel } from './logger.js'
 
 export const AGENT_VERSION = '0.1.0'
@@ -48,6 +49,8 @@ export class Agent {
   store!: ChunkStore
   manifests!: ManifestStore
   images!: ImageCatalogue
+  /** Deletes chunks no manifest references: at start-up, periodically, after `snapshot rm`. */
+  collector!: ChunkCollector
   /** QEMU VMs on this host. */
   vms!: VmService
   /** Bids and reservations for clone placement, and the elections this host runs. */
@@ -129,6 +132,7 @@ export class Agent {
       log: (level, msg) => { this.log.log(level, msg) }
     })
     this.swarm = await startSwarm(this)
+    this.collector = new ChunkCollector(this.store, this.manifests, this.log, this.membership.counters)
     this.handlers = controlHandlers(this)
     this.control = new ControlServer(this.handlers, this.membership.counters, this.log)
     try {
@@ -154,6 +158,7 @@ export class Agent {
     this.releaseReservation = (id) => { this.placement.ledger.release(id) }
     await this.placement.start()
     await this.membership.start()
+    this.collector.start()
     const addrs = this.node.getMultiaddrs().map((a) => a.toString())
     this.log.info(`agent ${name} ${this.node.peerId.toString()} incarnation ${incarnation} listening on ${addrs.join(' ')}`)
     const bootstrap = this.opts.bootstrap ?? []
@@ -176,6 +181,7 @@ export class Agent {
   async stop ({ leave = true }: { leave?: boolean } = {}): Promise<void> {
     this.stopping ??= (async () => {
       this.vms.stop()
+      this.collector?.stop()
       await this.placement.stop().catch(() => {})
       if (leave) await this.membership.leave().catch(() => {})
       else this.membership.stop()

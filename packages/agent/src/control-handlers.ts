@@ -1,9 +1,11 @@
-// The control API's handlers: what `vmesh members`, `stats` and the shell's `watch` ask of an agent.
+// The control API's handlers: what `vmesh members`, `stats` and the shell's `watch` ask of an agent,
+// and the tables of the VM, image and snapshot handlers.
 import type { Agent } from './agent.js'
 import type { ControlHandler } from './control-server.js'
 import { membersReply } from './members.js'
 import { vmHandlers } from './vm-handlers.js'
 import { imageHandlers } from './image-handlers.js'
+import { snapshotHandlers } from './snapshot-handlers.js'
 import { cloneRestoreHandler } from './clone-restore.js'
 import { runClone } from './clone-pipeline.js'
 import { placementElector } from './clone-elector.js'
@@ -17,6 +19,7 @@ export function controlHandlers (agent: Agent): Record<string, ControlHandler> {
   return {
     ...vmHandlers(agent),
     ...imageHandlers(agent),
+    ...snapshotHandlers(agent),
     cloneRestore: cloneRestoreHandler(agent),
     clone: async (ctx) => await runClone(agent, placementElector(agent), ctx),
     members: async () => ({ members: membersReply(agent.membership) }),
@@ -25,6 +28,8 @@ export function controlHandlers (agent: Agent): Record<string, ControlHandler> {
       const counters = agent.membership.counters.entries().map(([name, value]) => ({ name, value }))
       counters.push({ name: 'membership.incarnation', value: agent.membership.currentIncarnation })
       counters.push({ name: 'membership.health_score', value: agent.membership.health })
+      const store = agent.store.stats()
+      counters.push({ name: 'store.chunks', value: store.chunks }, { name: 'store.chunk_bytes', value: store.bytes })
       return { stats: { counters, uptimeMs: Date.now() - agent.startedAt } }
     },
 

@@ -80,7 +80,8 @@ async function destroyClonesOf (agent: Agent, vm: string, ctx: ControlContext): 
   return { vmDestroy: { destroyed: destroyed.sort(), failed } }
 }
 
-function isMember (agent: Agent, origin: string): boolean {
+/** Whether a request came from another member (its own fan-out: answer for this host only). */
+export function isMember (agent: Agent, origin: string): boolean {
   return agent.membership.view.get(origin) !== undefined
 }
 

@@ -189,7 +189,7 @@ async function listCommand (client: ControlClient, json: boolean): Promise<strin
   return rows.map((r) => r.map((cell, c) => c === r.length - 1 ? cell : cell.padEnd(widths[c] ?? 0)).join('  ')).join('\n')
 }
 
-function formatBytes (n: number): string {
+export function formatBytes (n: number): string {
   if (n < 1024) return `${n} B`
   if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`
   if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`

@@ -9,6 +9,7 @@ import { Shell } from './shell.js'
 import { parseVmArgs, runVmCommand, vmUsage } from './vm-commands.js'
 import { cloneCommand, cloneUsage, parseCloneArgs } from './clone-command.js'
 import { imageCommand, IMAGE_USAGE } from './image-commands.js'
+import { isSnapshotSubcommand, parseSnapshotArgs, runSnapshotCommand, snapshotUsage } from './snapshot-commands.js'
 
 const USAGE = `vmesh: a masterless pool of virtual machines across a rack of Linux hosts
 
@@ -25,7 +26,7 @@ Usage:
   vmesh members [--json] [--status S]        every host: status, load, memory, disk, I/O, VMs
   vmesh stats [--json]                       the agent's counters (rejected input, probes)
   vmesh shell                                interactive shell with live "watch"
-${vmUsage}${cloneUsage}${IMAGE_USAGE}
+${vmUsage}${snapshotUsage}${cloneUsage}${IMAGE_USAGE}
 Every command but keygen and agent talks to an agent: the local one (--data-dir DIR) or any
 member (--peer MULTIADDR --cluster-key FILE). VMESH_DATA_DIR and VMESH_CLUSTER_KEY set defaults.
 `
@@ -70,15 +71,15 @@ export async function main (argv: string[]): Promise<number> {
         const parsed = parseCloneArgs(rest)
         return await withClient(parsed.values, async (c) => await cloneCommand(c, parsed))
       }
+      case 'snapshot':
+        if (isSnapshotSubcommand(rest)) return await snapshotCommand(rest)
+        return await vmCommand(command, rest)
       case 'create':
       case 'vms':
-      case 'snapshot':
       case 'destroy':
       case 'hotplug':
-      case 'console': {
-        const parsed = parseVmArgs(command, rest)
-        return await withClient(parsed.values, async (c) => await runVmCommand(command, parsed, c))
-      }
+      case 'console':
+        return await vmCommand(command, rest)
       default:
         process.stderr.write(`vmesh: unknown command "${command}"; run "vmesh help"\n`)
         return 2
@@ -99,6 +100,24 @@ async function withClient (o: Parameters<typeof clientFor>[0], fn: (c: Awaited<R
   try {
     process.stdout.write((await fn(client)) + '\n')
     return 0
+  } finally {
+    await client.close()
+  }
+}
+
+async function vmCommand (command: string, args: string[]): Promise<number> {
+  const parsed = parseVmArgs(command, args)
+  return await withClient(parsed.values, async (c) => await runVmCommand(command, parsed, c))
+}
+
+/** `snapshot ls|rm`: exits 1 when `rm` left the snapshot somewhere (in use, or a host failed). */
+async function snapshotCommand ([sub, ...args]: string[]): Promise<number> {
+  const parsed = parseSnapshotArgs(sub ?? '', args)
+  const client = await clientFor(parsed.values)
+  try {
+    const { text, code } = await runSnapshotCommand(sub ?? '', parsed, client)
+    process.stdout.write(text + '\n')
+    return code
   } finally {
     await client.close()
   }

@@ -8,6 +8,9 @@ describe('shell line handling', () => {
     expect(complete('members --st')).toEqual([['--status'], '--st'])
     expect(complete('members --status su')).toEqual([['suspect'], 'su'])
     expect(complete('nosuch --x')).toEqual([[], '--x'])
+    expect(complete('snapshot l')).toEqual([['ls'], 'l'])
+    expect(complete('snapshot ')).toEqual([['ls', 'rm'], ''])
+    expect(complete('snapshot rm abc --f')).toEqual([['--force'], '--f'])
   })
 
   it('splits words and honours quotes', () => {

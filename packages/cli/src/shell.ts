@@ -11,6 +11,7 @@ import { membersCommand, statsCommand, STATUSES } from './commands.js'
 import { memberJson, membersTable, summary } from './format.js'
 import { parseVmArgs, runVmCommand } from './vm-commands.js'
 import { cloneCommand, parseCloneArgs } from './clone-command.js'
+import { isSnapshotSubcommand, parseSnapshotArgs, runSnapshotCommand, SNAPSHOT_SUBCOMMANDS } from './snapshot-commands.js'
 
 const HISTORY_FILE = join(homedir(), '.vmesh_history')
 const HISTORY_MAX = 1000
@@ -46,7 +47,15 @@ const commands: Record<string, ShellCommand> = {
     help: 'N clones of VM on the best hosts, with live progress',
     run: async (args, s) => { s.print(await cloneCommand(s.client, parseCloneArgs(args))) }
   },
-  snapshot: { usage: 'snapshot VM', help: 'live snapshot into the chunk store', run: async (args, s) => { s.print(await runVmCommand('snapshot', parseVmArgs('snapshot', args), s.client)) } },
+  snapshot: {
+    usage: 'snapshot VM | snapshot ls [--json] | snapshot rm ID [--force]',
+    help: 'live snapshot into the chunk store; list the cluster\'s snapshots; delete one everywhere',
+    run: async (args, s) => {
+      if (!isSnapshotSubcommand(args)) { s.print(await runVmCommand('snapshot', parseVmArgs('snapshot', args), s.client)); return }
+      const [sub, ...rest] = args as [string, ...string[]]
+      s.print((await runSnapshotCommand(sub, parseSnapshotArgs(sub, rest), s.client)).text)
+    }
+  },
   destroy: { usage: 'destroy VM | destroy --clones-of VM', help: 'destroy a VM, or every clone of it, wherever they run', run: async (args, s) => { s.print(await runVmCommand('destroy', parseVmArgs('destroy', args), s.client)) } },
   hotplug: { usage: 'hotplug VM [--cpus N] [--mem MiB]', help: 'grow a running VM', run: async (args, s) => { s.print(await runVmCommand('hotplug', parseVmArgs('hotplug', args), s.client)) } },
   console: { usage: 'console VM [--bytes N]', help: 'the VM\'s serial console', run: async (args, s) => { s.print(await runVmCommand('console', parseVmArgs('console', args), s.client)) } },
@@ -66,6 +75,7 @@ export function complete (line: string): [string[], string] {
   if (words.length <= 1) return [Object.keys(commands).filter((c) => c.startsWith(last)), last]
   const prev = words[words.length - 2]
   if (prev === '--status') return [STATUSES.filter((s) => s.startsWith(last)), last]
+  if (words[0] === 'snapshot' && words.length === 2) return [SNAPSHOT_SUBCOMMANDS.filter((c) => c.startsWith(last)), last]
   const usage = commands[words[0] ?? '']?.usage ?? ''
   const flags = usage.match(/--[a-z-]+/g) ?? []
   return [flags.filter((f) => f.startsWith(last)), last]

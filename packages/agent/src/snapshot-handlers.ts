@@ -1,0 +1,202 @@
+// `vmesh snapshot ls` and `snapshot rm` on the agent. Asked by the CLI, an agent asks every alive
+// host (itself directly) and merges the answers; asked by another member, it answers for itself.
+// What a host holds of a snapshot: its manifest and chunks in the store, the files materialised
+// from it (<data-dir>/snapshots/m-<id16>/), and on the source host the driver's own snapshot
+// directory (<data-dir>/snapshots/<snapshot id>/). A VM whose disk chain or RAM uses a file of
+// those directories keeps them (the driver refuses too); `--force` still drops the manifest.
+import { readdir, readFile, stat } from 'node:fs/promises'
+import { basename, join, resolve } from 'node:path'
+import { isComplete, isHash, manifestStoredBytes } from '@vmesh/store'
+import type { Agent } from './agent.js'
+import type { ControlContext, ControlHandler } from './control-server.js'
+import { ControlError } from './control-server.js'
+import { callHost } from './host-call.js'
+import { isMember } from './vm-handlers.js'
+import { parseVmSpec } from './vm-service.js'
+import {
+  checkHostResult, checkRemoveRequest, checkSnapshotList, isSnapshotId, mergeSnapshotLists, parseSnapshotName, resolveSnapshotRef, usersOf, vmFilePaths
+} from './snapshot-catalog.js'
+import type { HostResult, SnapshotEntry } from './snapshot-catalog.js'
+
+/** How long a host may take to list its snapshots, and to remove one (files, manifest, chunk GC). */
+const LIST_TIMEOUT_MS = 15_000
+const REMOVE_TIMEOUT_MS = 120_000
+
+/** One snapshot as this host holds it, with the directories of it that are here. */
+interface LocalSnapshot {
+  entry: SnapshotEntry
+  dirs: string[]
+  hasManifest: boolean
+}
+
+interface VmFiles { name: string, paths: string[] }
+
+/** Every VM on this host with the files it uses, read from the state files (not the 5 s cache). */
+async function vmFiles (agent: Agent): Promise<VmFiles[]> {
+  const out: VmFiles[] = []
+  for (const name of await readdir(join(agent.opts.dataDir, 'vms')).catch(() => [] as string[])) {
+    try {
+      const state: unknown = JSON.parse(await readFile(join(agent.vms.driver.vmDir(name), 'state.json'), 'utf8'))
+      out.push({ name, paths: vmFilePaths(state) })
+    } catch { /* half-created or foreign directory: not a VM */ }
+  }
+  return out
+}
+
+async function isDir (path: string): Promise<boolean> {
+  return await stat(path).then((st) => st.isDirectory(), () => false)
+}
+
+/** Bytes a directory takes on disk (allocated blocks: the layer files are sparse). */
+async function diskUsage (dir: string): Promise<number> {
+  let total = 0
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const p = join(dir, e.name)
+    if (e.isDirectory()) total += await diskUsage(p)
+    else total += await stat(p).then((st) => st.blocks * 512, () => 0)
+  }
+  return total
+}
+
+/** The snapshot's source and id from the vm-spec file of a materialised directory. */
+async function specOfDir (dir: string): Promise<{ sourceVm: string, snapshotId: string }> {
+  const file = (await readdir(dir).catch(() => [] as string[])).find((n) => n.endsWith('-vm-spec'))
+  if (file === undefined) return { sourceVm: '', snapshotId: '' }
+  try {
+    const spec = parseVmSpec(await readFile(join(dir, file), 'utf8'))
+    return { sourceVm: spec.source, snapshotId: spec.snapshotId }
+  } catch { return { sourceVm: '', snapshotId: '' } }
+}
+
+/** What this host holds of every VM snapshot: manifests, and directories whose manifest is gone. */
+async function localSnapshots (agent: Agent, vms: VmFiles[]): Promise<LocalSnapshot[]> {
+  const root = resolve(agent.vms.snapshotsDir())
+  const images = new Set(agent.images.list().map((e) => e.id))
+  const found = new Map<string, LocalSnapshot>()
+  const blank = (manifestId: string, names: { sourceVm: string, snapshotId: string }, createdAtMs: number): LocalSnapshot => ({
+    entry: { manifestId, ...names, createdAtMs, storedBytes: 0, holders: [], partial: [agent.name], users: [] },
+    dirs: [],
+    hasManifest: false
+  })
+  for (const id of await agent.manifests.list()) {
+    if (images.has(id)) continue
+    const m = await agent.manifests.load(id).catch(() => undefined)
+    if (m === undefined || !m.layers.some((l) => l.kind === 'vm-spec')) continue
+    const s = blank(id, parseSnapshotName(m.name) ?? { sourceVm: '', snapshotId: '' }, m.createdAtMs)
+    s.hasManifest = true
+    s.entry.storedBytes = manifestStoredBytes(m)
+    if (isComplete(agent.store, m)) { s.entry.holders = [agent.name]; s.entry.partial = [] }
+    found.set(id, s)
+  }
+  for (const name of (await readdir(root).catch(() => [] as string[])).sort()) {
+    const dir = join(root, name)
+    if (!isSnapshotId(name) || !(await isDir(dir))) continue
+    if (name.startsWith('m-')) {
+      // Materialised from a manifest: .complete names it; a half-assembled one matches by prefix.
+      const marker = (await readFile(join(dir, '.complete'), 'utf8').catch(() => '')).trim()
+      const id = isHash(marker) ? marker : [...found.keys()].find((k) => name === `m-${k.slice(0, 16)}`)
+      if (id === undefined || name !== `m-${id.slice(0, 16)}`) continue
+      const s = found.get(id) ?? blank(id, await specOfDir(dir), 0)
+      s.dirs.push(dir)
+      found.set(id, s)
+      continue
+    }
+    // The driver's own snapshot: matched by its id, or by the manifest id written beside it.
+    const marker = (await readFile(join(dir, 'manifest-id'), 'utf8').catch(() => '')).trim()
+    const owner = [...found.values()].find((s) => isHash(marker) ? s.entry.manifestId === marker : s.entry.snapshotId === name)
+    if (owner !== undefined) owner.dirs.push(dir)
+    else if (isHash(marker)) {
+      const snap = await agent.vms.driver.loadSnapshot(name).catch(() => undefined)
+      const s = blank(marker, { sourceVm: snap?.source ?? '', snapshotId: name }, Date.parse(snap?.createdAt ?? '') || 0)
+      s.dirs.push(dir)
+      found.set(marker, s)
+    }
+  }
+  for (const s of found.values()) {
+    s.entry.users = usersOf(vms, s.dirs).map((vm) => ({ vm, host: agent.name, source: vm === s.entry.sourceVm }))
+  }
+  return [...found.values()]
+}
+
+/** Drops what this host holds of one snapshot, unless its VMs use it (then only with force, and only the manifest). */
+async function removeHere (agent: Agent, manifestId: string, force: boolean): Promise<HostResult> {
+  const result: HostResult = { host: agent.name, held: false, freedBytes: 0, inUseBy: [], manifestRemoved: false, error: '' }
+  try {
+    const vms = await vmFiles(agent)
+    const s = (await localSnapshots(agent, vms)).find((x) => x.entry.manifestId === manifestId)
+    if (s === undefined) return result
+    result.held = true
+    result.inUseBy = s.entry.users.map((u) => u.vm)
+    if (result.inUseBy.length > 0 && !force) return result
+    for (const dir of s.dirs) {
+      if (usersOf(vms, [dir]).length > 0) continue
+      const bytes = await diskUsage(dir)
+      // The driver checks again that no VM uses the directory; a clone restored a moment ago stops it.
+      await agent.vms.driver.deleteSnapshot(basename(dir))
+      result.freedBytes += bytes
+    }
+    if (s.hasManifest) {
+      await agent.manifests.delete(manifestId)
+      agent.completeManifests = agent.completeManifests.filter((id) => id !== manifestId)
+      agent.membership.advertiseSoon()
+    }
+    result.manifestRemoved = true
+    result.freedBytes += (await agent.collector.run(`snapshot rm ${manifestId.slice(0, 12)}`)).deletedBytes
+    agent.log.info(`snapshot ${manifestId.slice(0, 12)} removed here: ${result.freedBytes} bytes freed${result.inUseBy.length > 0 ? `; files kept for ${result.inUseBy.join(', ')}` : ''}`)
+  } catch (err) {
+    result.error = (err as Error).message
+  }
+  return result
+}
+
+/** Every alive host's list (this host's directly), merged; hosts that fail are named, not fatal. */
+async function clusterSnapshots (agent: Agent, ctx: ControlContext): Promise<{ snapshots: SnapshotEntry[], failed: string[] }> {
+  const lists = [(await localSnapshots(agent, await vmFiles(agent))).map((s) => s.entry)]
+  const failed: string[] = []
+  await Promise.all(agent.membership.view.others('alive').map(async (e) => {
+    const host = e.advert.name
+    try {
+      const r = await callHost(agent, { peerId: e.peerId, name: host }, { snapshotList: {} }, { signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(LIST_TIMEOUT_MS)]) })
+      lists.push(checkSnapshotList(r.snapshotList?.snapshots, host))
+    } catch (err) {
+      if (!(err instanceof ControlError)) agent.membership.counters.inc('snapshot.rejected.list')
+      failed.push(`${host}: ${(err as Error).message}`)
+    }
+  }))
+  return { snapshots: mergeSnapshotLists(lists), failed: failed.sort() }
+}
+
+function fansOut (agent: Agent, ctx: ControlContext): boolean {
+  return ctx.origin === 'local' || !isMember(agent, ctx.origin)
+}
+
+export function snapshotHandlers (agent: Agent): Record<'snapshotList' | 'snapshotRemove', ControlHandler> {
+  return {
+    snapshotList: async (ctx) => {
+      if (!fansOut(agent, ctx)) return { snapshotList: { snapshots: (await localSnapshots(agent, await vmFiles(agent))).map((s) => s.entry) } }
+      return { snapshotList: await clusterSnapshots(agent, ctx) }
+    },
+
+    snapshotRemove: async (ctx) => {
+      const fanOut = fansOut(agent, ctx)
+      const { ref, force } = checkRemoveRequest(ctx.request.snapshotRemove, fanOut)
+      if (!fanOut) return { snapshotRemove: { manifestId: ref, hosts: [await removeHere(agent, ref, force)] } }
+      const { snapshots, failed } = await clusterSnapshots(agent, ctx)
+      const id = resolveSnapshotRef(ref, snapshots)
+      const snap = snapshots.find((s) => s.manifestId === id)
+      if (snap === undefined) throw new ControlError('NOT_FOUND', `no host holds snapshot ${id.slice(0, 12)}${failed.length > 0 ? ` (no answer from ${failed.join('; ')})` : ''}`)
+      const results = [await removeHere(agent, id, force)]
+      await Promise.all(agent.membership.view.others('alive').map(async (e) => {
+        const host = e.advert.name
+        try {
+          const r = await callHost(agent, { peerId: e.peerId, name: host }, { snapshotRemove: { ref: id, force } }, { signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(REMOVE_TIMEOUT_MS)]) })
+          results.push(checkHostResult(r.snapshotRemove?.hosts?.[0], host))
+        } catch (err) {
+          if (!(err instanceof ControlError)) agent.membership.counters.inc('snapshot.rejected.remove')
+          results.push({ host, held: true, freedBytes: 0, inUseBy: [], manifestRemoved: false, error: (err as Error).message })
+        }
+      }))
+      return { snapshotRemove: { manifestId: id, sourceVm: snap.sourceVm, hosts: results.sort((a, b) => a.host.localeCompare(b.host)) } }
+    }
+  }
+}
