@@ -147,6 +147,8 @@ describe.skipIf(skipReason !== undefined)('hypervisor on real QEMU', () => {
         await sleep(200)
       }
       expect(guestMacs).toEqual([r.vm.mac])
+      // The vmesh init moves the NIC to the new MAC in place: no hot-plugged second NIC.
+      expect((JSON.parse(readFileSync(join(driver.vmDir(name), 'state.json'), 'utf8')) as { spec: { nics: Array<{ id: string }> } }).spec.nics.map((n) => n.id)).toEqual(['nic0'])
       expect(guestMacs).not.toContain(srcMac)
       // Sees the source's pre-snapshot data, and its own writes stay its own.
       expect((await ch.run('dd if=/dev/vda bs=512 skip=50 count=1 2>/dev/null | head -c 11')).output).toBe('source-data')
@@ -199,6 +201,29 @@ describe.skipIf(skipReason !== undefined)('hypervisor on real QEMU', () => {
     expect((await driver.guest('clone-a2').run('dd if=/dev/vda bs=512 skip=70 count=1 2>/dev/null | head -c 14')).output).toBe('clone-a-data-0')
     expect(await driver.loadSnapshot(s2.id)).toEqual(s2)
     await expect(driver.deleteSnapshot(s2.id)).rejects.toThrow(/in use by clone-a, clone-a2/)
+  })
+
+  it('gives a clone whose guest cannot take the new MAC a new NIC instead; the old one is ejected', async () => {
+    // The guest moved its NIC off the MAC the host recorded, so it finds no NIC to change (as a
+    // guest without the vmesh init's MAC support would not change one).
+    expect((await driver.guest('clone-b').run('ip link set dev eth0 address 52:54:00:00:00:42; echo $?')).output.trim()).toBe('0')
+    const s3 = await driver.snapshot('clone-b')
+    const oldMac = s3.machine.nics[0]!.mac
+    const r = await driver.restore({ snapshot: s3, name: 'clone-b2', hostname: 'no-ip' })
+    onTestFinished(() => driver.destroy('clone-b2').catch(() => {}))
+    expect(r.vm.mac).not.toBe(oldMac)
+    const ch = driver.guest('clone-b2')
+    expect((await ch.health()).hostname).toBe('no-ip')
+    // The hot-plugged NIC (slot nic1) carries the new MAC; the snapshot's NIC is ejected.
+    const nicIds = (): string[] => (JSON.parse(readFileSync(join(driver.vmDir('clone-b2'), 'state.json'), 'utf8')) as { spec: { nics: Array<{ id: string }> } }).spec.nics.map((n) => n.id)
+    let macs: string[] = []
+    for (let t = 0; t < 50; t++) {
+      macs = (await ch.run('cat /sys/class/net/eth*/address')).output.trim().split('\n')
+      if (macs.length === 1 && nicIds().length === 1) break
+      await sleep(200)
+    }
+    expect(macs).toEqual([r.vm.mac])
+    expect(nicIds()).toEqual(['nic1'])
   })
 
   it('destroying the source leaves its clones and snapshot layers intact; destroy leaves nothing behind', async () => {

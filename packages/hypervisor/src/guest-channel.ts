@@ -155,11 +155,20 @@ export class GuestChannel {
     return parseHealth(r.output)
   }
 
-  async setIdentity(name: string, hostname: string, timeoutMs?: number): Promise<void> {
+  /**
+   * Sets the guest's name and hostname and, with `mac`, moves the NIC that has MAC `from` to MAC
+   * `to`. Resolves with the MAC the guest reports it set ('' if none: an older guest init
+   * ignores the request).
+   */
+  async setIdentity(name: string, hostname: string, timeoutMs?: number, mac?: { from: string; to: string }): Promise<string> {
     if (!/^[a-z0-9][a-z0-9.-]{0,62}$/i.test(hostname)) throw new Error(`invalid hostname "${hostname}"`)
     if (/\s/.test(name)) throw new Error(`invalid VM name "${name}"`)
-    const r = await this.request('identity', `${name} ${hostname}`, timeoutMs)
+    const macRe = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/
+    if (mac && (!macRe.test(mac.from) || !macRe.test(mac.to))) throw new Error(`invalid MAC change ${mac.from} -> ${mac.to}`)
+    const r = await this.request('identity', mac ? `${name} ${hostname} ${mac.from} ${mac.to}` : `${name} ${hostname}`, timeoutMs)
     if (r.code !== 0) throw new Error(`guest refused identity: ${r.output}`)
+    const set = /(?:^|\s)mac=(\S+)/.exec(r.output)?.[1] ?? ''
+    return macRe.test(set) ? set : ''
   }
 
   /** Runs a shell command in the guest (busybox sh -c). */
