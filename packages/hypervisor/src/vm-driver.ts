@@ -351,7 +351,9 @@ export class VmDriver {
       await writeState(layout.state, state)
 
       // 5. The relay writes device state only (its RAM is already in the memory files), then exits.
+      const tRamOut = performance.now()
       await this.waitMigration(relayQmp, 'completed', 0, 60_000, true)
+      const tRelayIn = performance.now()
       await relayQmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }, { capability: 'x-ignore-shared', state: true }] })
       const since2 = relayQmp.events.length
       await relayQmp.execute('migrate', { uri: `exec:cat > ${shellQuote(snap.deviceState)}` })
@@ -360,6 +362,7 @@ export class VmDriver {
       relayQmp.close()
       await stopQemu(relayPid, relay.dir)
       await rm(snap.relayDir, { recursive: true, force: true })
+      const tRelayDone = performance.now()
 
       const layers: SnapshotLayer[] = []
       for (const [i, l] of state.spec.diskLayers.entries()) layers.push({ kind: i === 0 ? 'disk-base' : 'disk-delta', path: l.path, size: await sizeOf(l.path), format: l.format })
@@ -383,7 +386,7 @@ export class VmDriver {
       }
       const { writeFile } = await import('node:fs/promises')
       await writeFile(snap.manifest, JSON.stringify(result, null, 2))
-      this.log(`vm ${name}: snapshot ${id} in ${result.totalMs} ms, source paused ${result.pauseMs} ms (QEMU downtime ${result.downtimeMs} ms)`)
+      this.log(`vm ${name}: snapshot ${id} in ${result.totalMs} ms, source paused ${result.pauseMs} ms (QEMU downtime ${result.downtimeMs} ms); RAM out at ${round(tRamOut - t0)} ms, in the relay at ${round(tRelayIn - t0)} ms, device state saved at ${round(tRelayDone - t0)} ms`)
       return result
     } catch (err) {
       await q.execute('migrate_cancel').catch(() => {})
