@@ -126,6 +126,11 @@ async function removeHere (agent: Agent, manifestId: string, force: boolean): Pr
     const s = (await localSnapshots(agent, vms)).find((x) => x.entry.manifestId === manifestId)
     if (s === undefined) return result
     result.held = true
+    if (agent.swarm.isPulling(manifestId)) {
+      // Its manifest and chunks are what the transfer fills; removing them would strand it.
+      result.error = `${agent.name} is receiving this snapshot right now; remove it once the transfer (or the clone) is over`
+      return result
+    }
     result.inUseBy = s.entry.users.map((u) => u.vm)
     if (result.inUseBy.length > 0 && !force) return result
     for (const dir of s.dirs) {

@@ -102,6 +102,12 @@ export class SwarmService {
     return this.listener.address
   }
 
+  /** Whether this host is receiving the manifest right now (a pull that has not ended). */
+  isPulling (manifestId: string): boolean {
+    for (const e of this.pulls.values()) if (e.info.id === manifestId && !e.pull.settled) return true
+    return false
+  }
+
   async start (): Promise<void> {
     const { node, store, manifests, log, counters } = this.opts
     this.listener = new BulkListener({ host: this.opts.bulkHost ?? '127.0.0.1' })
