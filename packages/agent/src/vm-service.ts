@@ -13,7 +13,7 @@ import type { ChunkStore, ImageCatalogue, ManifestStore } from '@vmesh/store'
 
 /** What a snapshot manifest's vm-spec layer holds. */
 interface VmSpecLayer { kind: VmLayerKind, id?: string, format?: string, size: number }
-interface VmSpec { version: 1, snapshotId: string, source: string, accel: Accelerator, machine: MachineSpec, layers: VmSpecLayer[], method?: Snapshot['method'] }
+interface VmSpec { version: 1, snapshotId: string, source: string, accel: Accelerator, machine: MachineSpec, layers: VmSpecLayer[], method?: Snapshot['method'], deviceState?: Snapshot['deviceState'] }
 
 const MAX_SPEC_BYTES = 1024 * 1024
 /** In a snapshot directory of this host: the id of the manifest it was imported as. */
@@ -36,6 +36,7 @@ export function parseVmSpec (text: string): VmSpec {
     throw new Error('vm-spec layer is malformed')
   }
   if (!/^[A-Za-z0-9._-]{1,128}$/.test(j.snapshotId) || !/^[a-z0-9-]{1,63}$/.test(j.source)) throw new Error('vm-spec layer names are malformed')
+  if (j.deviceState !== undefined && j.deviceState !== 'ignore-shared' && j.deviceState !== 'ram-stripped') throw new Error('vm-spec layer has an unknown device-state format')
   return j as VmSpec
 }
 
@@ -134,7 +135,7 @@ export class VmService {
         layers.push(await importLayer(this.deps.store, l.path, l.kind, { name: l.id ?? l.kind, hold }))
         specLayers.push({ kind: l.kind, id: l.id, format: l.format, size: l.size })
       }
-      const spec: VmSpec = { version: 1, snapshotId: snap.id, source: snap.source, accel: snap.accel, machine: snap.machine, layers: specLayers, method: snap.method }
+      const spec: VmSpec = { version: 1, snapshotId: snap.id, source: snap.source, accel: snap.accel, machine: snap.machine, layers: specLayers, method: snap.method, deviceState: snap.deviceState }
       const specPath = join(this.snapshotsDir(), snap.id, 'vm-spec.json')
       await writeFile(specPath, JSON.stringify(spec))
       layers.push(await importLayer(this.deps.store, specPath, 'vm-spec', { name: 'vm-spec', hold }))
@@ -185,7 +186,8 @@ export class VmService {
       downtimeMs: 0,
       totalMs: 0,
       precopyMs: 0,
-      method: spec.method === 'stopped' || spec.method === 'precopy' ? spec.method : 'background'
+      method: spec.method === 'stopped' || spec.method === 'precopy' ? spec.method : 'background',
+      deviceState: spec.deviceState ?? 'ignore-shared'
     }
   }
 

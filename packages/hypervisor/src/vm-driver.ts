@@ -20,6 +20,7 @@ import { SnapshotLayout, VmLayout, vmsDir, checkVmName } from './layout.js'
 import { checkMac, MAIN_RAM_ID, randomMac, totalCpus, totalMemMiB, type DiskLayer, type MachineSpec, type RamBacking } from './machine-spec.js'
 import { FIRST_NIC_SLOT, pciAddr, qemuArgs, ramBlocks, shellQuote } from './qemu-args.js'
 import { QemuImg } from './qemu-img.js'
+import { splitRamStream } from './ram-stream.js'
 import { isOurQemu, processMemory, startQemu, stopQemu } from './qemu-process.js'
 import { QmpClient, QmpError, type QmpEvent } from './qmp-client.js'
 import { precopyUnsafeReason, type QemuVersion } from './precopy-safety.js'
@@ -95,6 +96,12 @@ export interface Snapshot {
    * write-protect) or precopy (live pre-copy, only when asked for: see the README).
    */
   method: 'background' | 'stopped' | 'precopy'
+  /**
+   * ignore-shared (default): the device state was saved by a relay with x-ignore-shared and
+   * holds no RAM block's pages; ram-stripped: split from the source's stream (ram-stream.ts),
+   * holds the small blocks' pages and is loaded with x-ignore-shared off.
+   */
+  deviceState?: 'ignore-shared' | 'ram-stripped'
 }
 
 export interface RestoreOptions {
@@ -256,17 +263,22 @@ export class VmDriver {
     let relayQmp: QmpClient | undefined
     let diskSwitched = false
     try {
-      // 1. The relay: same hardware, RAM written to the snapshot's memory files.
+      // 1. Where RAM goes: the snapshot's memory files. Background snapshots are split by
+      // ram-stream.ts; the other modes (and a stream it cannot split) go through a "relay": a
+      // paused QEMU with the same hardware whose RAM is those files (share=on).
       const files: Record<string, string> = {}
       for (const b of ramBlocks(spec)) files[b.id] = snap.memory(b.id)
       await mkdir(relay.dir, { recursive: true })
-      const blank = join(relay.dir, 'blank.qcow2')
-      await this.img.createBlank(blank, spec.diskSizeBytes)
-      const relayState: VmState = { ...state, name: 'relay', pid: 0, activeOverlay: blank, spec: { ...spec, diskLayers: [] } }
-      await this.launch(relay, relayState, { kind: 'file', share: true, files }, true, true)
-      relayPid = relayState.pid
-      relayQmp = await QmpClient.connect(relay.qmpSocket)
       const migSock = join(relay.dir, 'mig.sock')
+      const startRelay = async (): Promise<QmpClient> => {
+        const blank = join(relay.dir, 'blank.qcow2')
+        await this.img.createBlank(blank, spec.diskSizeBytes)
+        const relayState: VmState = { ...state, name: 'relay', pid: 0, activeOverlay: blank, spec: { ...spec, diskLayers: [] } }
+        await this.launch(relay, relayState, { kind: 'file', share: true, files }, true, true)
+        relayPid = relayState.pid
+        relayQmp = await QmpClient.connect(relay.qmpSocket)
+        return relayQmp
+      }
       // Background snapshot (userfaultfd write-protection) when QEMU and the kernel allow it for
       // this VM's RAM. Live pre-copy only on request, and never where it loses guest writes
       // (TCG before QEMU 9.0: see precopy-safety.ts).
@@ -285,7 +297,7 @@ export class VmDriver {
             () => false
           ))
       const stoppedCopy = !bg && this.opts.snapshotMode !== 'precopy'
-      if (!bg) await relayQmp.execute('migrate-incoming', { uri: `unix:${migSock}` })
+      if (!bg) await (await startRelay()).execute('migrate-incoming', { uri: `unix:${migSock}` })
 
       // 2. The new overlay the source continues on, added to the source's block graph in advance.
       await this.img.createOverlay(nextOverlay, frozenPath, 'qcow2', spec.diskSizeBytes)
@@ -297,11 +309,11 @@ export class VmDriver {
       let resume: QmpEvent
       let precopyMs: number
       let mig: { downtime?: number }
+      const stream = join(relay.dir, 'ram.stream')
       if (bg) {
         // 3a. Stop, snapshot the disk, start the background snapshot; QEMU saves the device state,
         // write-protects RAM and resumes the guest itself, then streams RAM while the guest runs
         // (a page is copied out before the guest's first write to it).
-        const stream = join(relay.dir, 'ram.stream')
         const since = q.events.length
         const tPre = performance.now()
         await q.execute('stop')
@@ -314,7 +326,6 @@ export class VmDriver {
         precopyMs = performance.now() - tPre
         mig = await q.execute<{ downtime?: number }>('query-migrate')
         await q.execute('migrate-set-capabilities', { capabilities: [{ capability: 'background-snapshot', state: false }] })
-        await relayQmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(stream)}` })
       } else {
         // 3b. Pre-copy while the source runs; stop at switchover to snapshot the disk, then finish.
         await q.execute('migrate-set-capabilities', {
@@ -350,17 +361,31 @@ export class VmDriver {
       state.activeOverlay = nextOverlay
       await writeState(layout.state, state)
 
-      // 5. The relay writes device state only (its RAM is already in the memory files), then exits.
+      // 5. Memory files and a device state without their pages: split from the background
+      // snapshot's stream, or written by the relay (its RAM is already in the memory files; it
+      // saves the device state only, x-ignore-shared).
       const tRamOut = performance.now()
-      await this.waitMigration(relayQmp, 'completed', 0, 60_000, true)
+      let deviceState: Snapshot['deviceState'] = 'ignore-shared'
+      if (bg) {
+        try {
+          await splitRamStream(stream, files, snap.deviceState)
+          deviceState = 'ram-stripped'
+        } catch (err) {
+          this.log(`vm ${name}: splitting the RAM stream failed (${(err as Error).message}); loading it through a relay QEMU instead`)
+          await (await startRelay()).execute('migrate-incoming', { uri: `exec:cat ${shellQuote(stream)}` })
+        }
+      }
       const tRelayIn = performance.now()
-      await relayQmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }, { capability: 'x-ignore-shared', state: true }] })
-      const since2 = relayQmp.events.length
-      await relayQmp.execute('migrate', { uri: `exec:cat > ${shellQuote(snap.deviceState)}` })
-      await this.waitMigration(relayQmp, 'completed', since2, 60_000)
-      await relayQmp.execute('quit').catch(() => {})
-      relayQmp.close()
-      await stopQemu(relayPid, relay.dir)
+      if (relayQmp !== undefined) {
+        await this.waitMigration(relayQmp, 'completed', 0, 60_000, true)
+        await relayQmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }, { capability: 'x-ignore-shared', state: true }] })
+        const since2 = relayQmp.events.length
+        await relayQmp.execute('migrate', { uri: `exec:cat > ${shellQuote(snap.deviceState)}` })
+        await this.waitMigration(relayQmp, 'completed', since2, 60_000)
+        await relayQmp.execute('quit').catch(() => {})
+        relayQmp.close()
+        await stopQemu(relayPid, relay.dir)
+      }
       await rm(snap.relayDir, { recursive: true, force: true })
       const tRelayDone = performance.now()
 
@@ -382,11 +407,12 @@ export class VmDriver {
         downtimeMs: mig.downtime ?? NaN,
         totalMs: round(performance.now() - t0),
         precopyMs: round(precopyMs),
-        method: bg ? 'background' : stoppedCopy ? 'stopped' : 'precopy'
+        method: bg ? 'background' : stoppedCopy ? 'stopped' : 'precopy',
+        deviceState
       }
       const { writeFile } = await import('node:fs/promises')
       await writeFile(snap.manifest, JSON.stringify(result, null, 2))
-      this.log(`vm ${name}: snapshot ${id} in ${result.totalMs} ms, source paused ${result.pauseMs} ms (QEMU downtime ${result.downtimeMs} ms); RAM out at ${round(tRamOut - t0)} ms, in the relay at ${round(tRelayIn - t0)} ms, device state saved at ${round(tRelayDone - t0)} ms`)
+      this.log(`vm ${name}: snapshot ${id} in ${result.totalMs} ms, source paused ${result.pauseMs} ms (QEMU downtime ${result.downtimeMs} ms); RAM out at ${round(tRamOut - t0)} ms, in the memory files at ${round(tRelayIn - t0)} ms (${deviceState === 'ram-stripped' ? 'stream split' : 'relay'}), device state saved at ${round(tRelayDone - t0)} ms`)
       return result
     } catch (err) {
       await q.execute('migrate_cancel').catch(() => {})
@@ -460,7 +486,7 @@ export class VmDriver {
       await this.launch(layout, state, { kind: 'file', share: false, files }, true)
       await writeState(layout.state, state)
       const q = await this.qmp(o.name)
-      await q.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] })
+      await q.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: snap.deviceState !== 'ram-stripped' }] })
       await q.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(devState.path)}` })
       // The device state was saved by a paused relay, so the clone comes up paused: its NICs go
       // silent before the guest runs a single instruction with the source's MAC.
