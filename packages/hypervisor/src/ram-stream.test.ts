@@ -2,7 +2,7 @@ import { describe, it, expect, afterEach } from 'vitest'
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { splitRamStream } from './ram-stream.js'
+import { splitRamStream, waitStreamComplete } from './ram-stream.js'
 
 const PAGE = 4096
 const dirs: string[] = []
@@ -83,5 +83,18 @@ describe('splitRamStream', () => {
     await expect(run(Buffer.from('not a stream at all')).split).rejects.toThrow(/not a QEMU migration stream/)
     const s = stream(good).bytes
     await expect(run(s.subarray(0, 200)).split).rejects.toThrow(/the stream ends/)
+  })
+})
+
+describe('waitStreamComplete', () => {
+  it('resolves once the file ends with a whole VM description, and times out on a cut one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmesh-ramstream-'))
+    dirs.push(dir)
+    const json = Buffer.from('{"page_size": 4096, "devices": []}')
+    const whole = Buffer.concat([Buffer.from('stream bytes'), Buffer.from([0x00, 0x06]), be32(json.length), json])
+    writeFileSync(join(dir, 'whole'), whole)
+    await waitStreamComplete(join(dir, 'whole'), 1000)
+    writeFileSync(join(dir, 'cut'), whole.subarray(0, whole.length - 3))
+    await expect(waitStreamComplete(join(dir, 'cut'), 50)).rejects.toThrow(/did not end with QEMU's VM description/)
   })
 })

@@ -46,6 +46,32 @@ export interface RamStreamSplit {
   deviceStateBytes: number
 }
 
+/**
+ * Waits until the stream file holds the whole stream. QEMU reports the migration completed when
+ * it has handed the last bytes to the `exec:cat > file` writer, which may not have written them
+ * yet. The stream ends with QEMU's VM description (0x06, be32 length, JSON), so the file is whole
+ * once it ends with one whose length matches.
+ */
+export async function waitStreamComplete (path: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  const marker = Buffer.from('{"page_size"')
+  for (;;) {
+    const fd = await open(path, 'r')
+    try {
+      const size = (await fd.stat()).size
+      const len = Math.min(size, 4 << 20)
+      const tail = Buffer.alloc(len)
+      await fd.read(tail, 0, len, size - len)
+      const at = tail.lastIndexOf(marker)
+      if (at >= 5 && tail[at - 5] === 0x06 && tail.readUInt32BE(at - 4) === len - at) return
+    } finally {
+      await fd.close()
+    }
+    if (Date.now() > deadline) throw new RamStreamError(`the snapshot stream ${path} did not end with QEMU's VM description within ${timeoutMs} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
 /** Buffered reads of a file with a cursor; fails clearly at a truncated stream. */
 class Reader {
   private buf = Buffer.alloc(0)

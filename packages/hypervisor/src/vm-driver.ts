@@ -20,7 +20,7 @@ import { SnapshotLayout, VmLayout, vmsDir, checkVmName } from './layout.js'
 import { checkMac, MAIN_RAM_ID, randomMac, totalCpus, totalMemMiB, type DiskLayer, type MachineSpec, type RamBacking } from './machine-spec.js'
 import { FIRST_NIC_SLOT, pciAddr, qemuArgs, ramBlocks, shellQuote } from './qemu-args.js'
 import { QemuImg } from './qemu-img.js'
-import { splitRamStream } from './ram-stream.js'
+import { splitRamStream, waitStreamComplete } from './ram-stream.js'
 import { isOurQemu, processMemory, startQemu, stopQemu } from './qemu-process.js'
 import { QmpClient, QmpError, type QmpEvent } from './qmp-client.js'
 import { precopyUnsafeReason, type QemuVersion } from './precopy-safety.js'
@@ -367,6 +367,7 @@ export class VmDriver {
       const tRamOut = performance.now()
       let deviceState: Snapshot['deviceState'] = 'ignore-shared'
       if (bg) {
+        await waitStreamComplete(stream)
         try {
           await splitRamStream(stream, files, snap.deviceState)
           deviceState = 'ram-stripped'
