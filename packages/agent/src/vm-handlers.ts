@@ -136,8 +136,7 @@ export function vmHandlers (agent: Agent): Record<VmHandlerKind, ControlHandler>
       const vm = checkName(ctx.request.vmSnapshot?.vm)
       return await onVmHost(agent, ctx, vm, async () => await vms.exclusive(vm, async () => {
         try {
-          const snap = await vms.driver.snapshot(vm)
-          const { id, layers } = await vms.importSnapshot(snap)
+          const { snapshot: snap, id, layers } = await vms.snapshot(vm)
           return {
             vmSnapshot: {
               snapshotId: snap.id,

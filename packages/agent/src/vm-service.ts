@@ -5,8 +5,8 @@ import { join } from 'node:path'
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
 import { VmDriver, detectAccelerator, guestImage } from '@vmesh/hypervisor'
 import type { Accelerator, AcceleratorChoice, LayerKind as VmLayerKind, MachineSpec, Snapshot, VmInfo } from '@vmesh/hypervisor'
-import { createManifest, importLayer, isComplete, ManifestAssembly, materializeLayer } from '@vmesh/store'
-import type { Layer, Manifest } from '@vmesh/store'
+import { createManifest, importLayer, isComplete, LayerBuilder, ManifestAssembly, materializeLayer, storeConfig } from '@vmesh/store'
+import type { ChunkHold, Layer, Manifest } from '@vmesh/store'
 import type { vmesh } from '@vmesh/wire'
 import type { Logger } from './logger.js'
 import type { ChunkStore, ImageCatalogue, ManifestStore } from '@vmesh/store'
@@ -122,17 +122,45 @@ export class VmService {
   }
 
   /**
+   * Takes a live snapshot of a VM here and imports it as a manifest. The memory is hashed and
+   * stored chunk by chunk while the driver splits QEMU's stream (LayerBuilder), so the import
+   * after the snapshot has only the small layers left (disk delta, device state, boot files).
+   */
+  async snapshot (vm: string): Promise<{ snapshot: Snapshot, id: string, layers: Layer[] }> {
+    const hold = this.deps.store.hold()
+    const builders = new Map<string, LayerBuilder>()
+    try {
+      const snapshot = await this.driver.snapshot(vm, {
+        memoryChunkBytes: storeConfig.DEFAULT_CHUNK_SIZE,
+        onMemoryChunk: async (block, size, index, data) => {
+          let b = builders.get(block)
+          if (b === undefined) { b = new LayerBuilder(this.deps.store, 'memory', block, size, hold); builders.set(block, b) }
+          await b.put(index, data)
+        }
+      })
+      const streamed = snapshot.deviceState === 'ram-stripped' ? builders : new Map<string, LayerBuilder>()
+      const { id, layers } = await this.importSnapshot(snapshot, streamed, hold)
+      return { snapshot, id, layers }
+    } finally {
+      for (const b of builders.values()) await b.abort().catch(() => {})
+      hold.release()
+    }
+  }
+
+  /**
    * Imports a snapshot's layers into the chunk store as one manifest, with a last "vm-spec" layer
    * (the virtual hardware and which layer is which) so a host that receives the manifest can
    * restore clones from it alone.
    */
-  async importSnapshot (snap: Snapshot): Promise<{ id: string, layers: Layer[] }> {
-    const hold = this.deps.store.hold()
+  async importSnapshot (snap: Snapshot, streamed = new Map<string, LayerBuilder>(), heldBy?: ChunkHold): Promise<{ id: string, layers: Layer[] }> {
+    const hold = heldBy ?? this.deps.store.hold()
     try {
       const layers: Layer[] = []
       const specLayers: VmSpecLayer[] = []
       for (const l of snap.layers) {
-        layers.push(await importLayer(this.deps.store, l.path, l.kind, { name: l.id ?? l.kind, hold }))
+        // Memory already stored while the stream was split: only its description is left to finish.
+        const built = l.kind === 'memory' ? streamed.get(l.id ?? '') : undefined
+        layers.push(built !== undefined ? await built.finish() : await importLayer(this.deps.store, l.path, l.kind, { name: l.id ?? l.kind, hold }))
         specLayers.push({ kind: l.kind, id: l.id, format: l.format, size: l.size })
       }
       const spec: VmSpec = { version: 1, snapshotId: snap.id, source: snap.source, accel: snap.accel, machine: snap.machine, layers: specLayers, method: snap.method, deviceState: snap.deviceState }
@@ -144,7 +172,7 @@ export class VmService {
       await writeFile(join(this.snapshotsDir(), snap.id, LOCAL_MANIFEST_FILE), id)
       return { id, layers }
     } finally {
-      hold.release()
+      if (heldBy === undefined) hold.release()
     }
   }
 

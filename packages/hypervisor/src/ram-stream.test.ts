@@ -69,6 +69,20 @@ describe('splitRamStream', () => {
     expect(statSync(join(dir, 'dev')).size).toBe(s.head.length + romSection.length + s.tail.length)
   })
 
+  it('hands each memory chunk to onChunk once all its pages are in, zero chunks as null', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmesh-ramstream-'))
+    dirs.push(dir)
+    const recs: Rec[] = [{ block: 'pc.ram', offset: 2 * PAGE, zero: 0 }, { offset: 0, data: page(1) }, { offset: 3 * PAGE, zero: 0 }, { offset: PAGE, zero: 0 }]
+    writeFileSync(join(dir, 'stream'), stream(recs).bytes)
+    const got: Array<[string, number, number, string | null]> = []
+    await splitRamStream(join(dir, 'stream'), { 'pc.ram': join(dir, 'mem') }, join(dir, 'dev'), {
+      chunkBytes: 2 * PAGE,
+      onChunk: async (block, size, index, data) => { got.push([block, size, index, data === null ? null : data.toString('hex', 0, 1) + ':' + String(data.length)]) }
+    })
+    // Chunk 1 (pages 2, 3) completes first; chunk 0 holds page 1 and a zero page.
+    expect(got).toEqual([['pc.ram', 4 * PAGE, 1, null], ['pc.ram', 4 * PAGE, 0, `01:${2 * PAGE}`]])
+  })
+
   it('refuses a stream that lacks a page of the memory block', async () => {
     await expect(run(stream(good.slice(0, 4)).bytes).split).rejects.toThrow(/page at 8192 of RAM block pc.ram is not in the stream/)
   })

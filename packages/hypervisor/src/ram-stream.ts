@@ -13,8 +13,10 @@
 // CONTINUE (same block as the previous record); ZERO: u8 fill byte; PAGE: 4096 bytes; MEM_SIZE
 // (setup): the block list; EOS ends the section's data. A footer is 0x7e + be32 section id.
 //
-// Pages of the blocks named in `memoryFiles` go to those files (zero pages stay holes); every
-// page of those blocks must appear exactly once, or the split fails. Pages of other RAM blocks
+// Pages of the blocks named in `memoryFiles` go to those files (zero pages stay holes), a whole
+// chunk at a time, and each chunk also goes to `onChunk` (the agent hashes and stores it there:
+// the snapshot's import happens during the split); every page of those blocks must appear
+// exactly once, or the split fails. Pages of other RAM blocks
 // (ROMs, ACPI tables) stay in the device-state stream, in one PART section. A clone loads that
 // stream with x-ignore-shared off (the source wrote the setup without it), and its RAM blocks
 // map the memory files. Anything unexpected throws: the caller falls back to the relay.
@@ -32,8 +34,6 @@ const SECTION_PART = 0x02
 const SECTION_END = 0x03
 const CONFIGURATION = 0x07
 const FOOTER = 0x7e
-/** Coalesced writes of consecutive pages, per memory file. */
-const RUN_BYTES = 1 << 20
 
 export class RamStreamError extends Error {}
 
@@ -131,38 +131,56 @@ class Reader {
   }
 }
 
-/** One memory file being filled: consecutive pages are gathered and written together. */
+/**
+ * Called with each chunk of a memory block as soon as all its pages were read (data null for an
+ * all-zero chunk), in any order; the split waits for it (backpressure).
+ */
+export type MemoryChunkSink = (block: string, blockSize: number, index: number, data: Buffer | null) => Promise<void>
+
+/**
+ * One memory file being filled, chunk by chunk: a chunk's pages are gathered (pages come mostly
+ * in order, and pages the guest wrote during the snapshot come early), and a complete chunk is
+ * written at once and handed to the sink. All-zero chunks stay holes.
+ */
 class MemoryFile {
-  private run = Buffer.allocUnsafe(RUN_BYTES)
-  private runStart = -1
-  private runLen = 0
+  private readonly partial = new Map<number, { buf: Buffer | undefined, pages: number }>()
   readonly seen: Uint8Array
 
-  constructor (readonly fd: FileHandle, readonly size: number) {
-    this.seen = new Uint8Array(size / PAGE)
+  constructor (readonly fd: FileHandle, readonly name: string, readonly size: number, private readonly chunkBytes: number, private readonly sink?: MemoryChunkSink) {
+    this.seen = new Uint8Array(Math.ceil(size / PAGE))
   }
 
-  mark (offset: number, blockName: string): void {
-    if (offset % PAGE !== 0 || offset + PAGE > this.size) throw new RamStreamError(`page at ${offset} is outside RAM block ${blockName} (${this.size} bytes)`)
+  mark (offset: number): void {
+    if (offset % PAGE !== 0 || offset + PAGE > this.size) throw new RamStreamError(`page at ${offset} is outside RAM block ${this.name} (${this.size} bytes)`)
     const i = offset / PAGE
-    if (this.seen[i] === 1) throw new RamStreamError(`page at ${offset} of ${blockName} appears twice`)
+    if (this.seen[i] === 1) throw new RamStreamError(`page at ${offset} of ${this.name} appears twice`)
     this.seen[i] = 1
   }
 
-  async page (offset: number, data: Buffer): Promise<void> {
-    if (this.runLen > 0 && (offset !== this.runStart + this.runLen || this.runLen === RUN_BYTES)) await this.flush()
-    if (this.runLen === 0) this.runStart = offset
-    data.copy(this.run, this.runLen)
-    this.runLen += PAGE
+  /** A page: its bytes, or undefined for a zero page. */
+  async page (offset: number, data: Buffer | undefined): Promise<void> {
+    this.mark(offset)
+    const c = Math.floor(offset / this.chunkBytes)
+    const start = c * this.chunkBytes
+    const length = Math.min(this.chunkBytes, this.size - start)
+    let entry = this.partial.get(c)
+    if (entry === undefined) { entry = { buf: undefined, pages: 0 }; this.partial.set(c, entry) }
+    if (data !== undefined) {
+      entry.buf ??= Buffer.alloc(length)
+      data.copy(entry.buf, offset - start)
+    }
+    if (++entry.pages < Math.ceil(length / PAGE)) return
+    this.partial.delete(c)
+    if (entry.buf !== undefined) {
+      let done = 0
+      while (done < length) done += (await this.fd.write(entry.buf, done, length - done, start + done)).bytesWritten
+    }
+    await this.sink?.(this.name, this.size, c, entry.buf ?? null)
   }
 
-  async flush (): Promise<void> {
-    let done = 0
-    while (done < this.runLen) {
-      const { bytesWritten } = await this.fd.write(this.run, done, this.runLen - done, this.runStart + done)
-      done += bytesWritten
-    }
-    this.runLen = 0
+  complete (): void {
+    const missing = this.seen.indexOf(0)
+    if (missing >= 0) throw new RamStreamError(`page at ${missing * PAGE} of RAM block ${this.name} is not in the stream`)
   }
 }
 
@@ -170,7 +188,10 @@ class MemoryFile {
  * Splits `streamPath` into `memoryFiles` (RAM block name -> file, created at the block's size)
  * and `deviceStatePath`.
  */
-export async function splitRamStream (streamPath: string, memoryFiles: Record<string, string>, deviceStatePath: string): Promise<RamStreamSplit> {
+export async function splitRamStream (streamPath: string, memoryFiles: Record<string, string>, deviceStatePath: string,
+  opts: { chunkBytes?: number, onChunk?: MemoryChunkSink } = {}): Promise<RamStreamSplit> {
+  const chunkBytes = opts.chunkBytes ?? 1 << 20
+  if (chunkBytes % PAGE !== 0 || chunkBytes <= 0) throw new RangeError(`chunk size ${chunkBytes} is not a multiple of ${PAGE}`)
   const input = await open(streamPath, 'r')
   const out = await open(deviceStatePath, 'w')
   const mems = new Map<string, MemoryFile>()
@@ -221,7 +242,7 @@ export async function splitRamStream (streamPath: string, memoryFiles: Record<st
       const size = blockSizes.get(block)
       if (size === undefined) throw new RamStreamError(`the stream has no RAM block ${block}`)
       const fd = await open(path, 'w')
-      mems.set(block, new MemoryFile(fd, size))
+      mems.set(block, new MemoryFile(fd, block, size, chunkBytes, opts.onChunk))
       await fd.truncate(size)
     }
 
@@ -244,7 +265,7 @@ export async function splitRamStream (streamPath: string, memoryFiles: Record<st
           const fill = await r.u8()
           if (mem !== undefined) {
             if (fill !== 0) throw new RamStreamError('a filled page with a non-zero byte')
-            mem.mark(offset, block)
+            await mem.page(offset, undefined)
             result.zeroPages++
           } else {
             kept.push(pageRecord(block, offset, FLAG_ZERO, Buffer.from([fill])))
@@ -253,7 +274,6 @@ export async function splitRamStream (streamPath: string, memoryFiles: Record<st
         } else if (flags & FLAG_PAGE) {
           const data = await r.bytes(PAGE)
           if (mem !== undefined) {
-            mem.mark(offset, block)
             await mem.page(offset, data)
             result.dataPages++
           } else {
@@ -266,11 +286,7 @@ export async function splitRamStream (streamPath: string, memoryFiles: Record<st
       }
       if (await r.u8() !== FOOTER || await r.u32() !== sectionId) throw new RamStreamError('a page section has no footer')
     }
-    for (const [name, mem] of mems) {
-      await mem.flush()
-      const missing = mem.seen.indexOf(0)
-      if (missing >= 0) throw new RamStreamError(`page at ${missing * PAGE} of RAM block ${name} is not in the stream`)
-    }
+    for (const mem of mems.values()) mem.complete()
     // The other blocks' pages, in one section with explicit block names.
     const section = Buffer.alloc(5)
     section[0] = SECTION_PART

@@ -20,7 +20,7 @@ import { SnapshotLayout, VmLayout, vmsDir, checkVmName } from './layout.js'
 import { checkMac, MAIN_RAM_ID, randomMac, totalCpus, totalMemMiB, type DiskLayer, type MachineSpec, type RamBacking } from './machine-spec.js'
 import { FIRST_NIC_SLOT, pciAddr, qemuArgs, ramBlocks, shellQuote } from './qemu-args.js'
 import { QemuImg } from './qemu-img.js'
-import { splitRamStream, waitStreamComplete } from './ram-stream.js'
+import { RamStreamError, splitRamStream, waitStreamComplete, type MemoryChunkSink } from './ram-stream.js'
 import { isOurQemu, processMemory, startQemu, stopQemu } from './qemu-process.js'
 import { QmpClient, QmpError, type QmpEvent } from './qmp-client.js'
 import { precopyUnsafeReason, type QemuVersion } from './precopy-safety.js'
@@ -102,6 +102,18 @@ export interface Snapshot {
    * holds the small blocks' pages and is loaded with x-ignore-shared off.
    */
   deviceState?: 'ignore-shared' | 'ram-stripped'
+}
+
+export interface SnapshotOptions {
+  id?: string
+  /**
+   * Each chunk of each memory block as the background snapshot's stream is split (any order;
+   * null for an all-zero chunk). Complete only if the returned snapshot's deviceState is
+   * ram-stripped; otherwise (other modes, or a stream the split refused) read the memory files.
+   */
+  onMemoryChunk?: MemoryChunkSink
+  /** Chunk size for onMemoryChunk (default 1 MiB). */
+  memoryChunkBytes?: number
 }
 
 export interface RestoreOptions {
@@ -236,11 +248,11 @@ export class VmDriver {
   // ---- snapshot -----------------------------------------------------------------------------
 
   /** Live copy-on-write snapshot of a running VM; the VM keeps running on a new overlay. */
-  async snapshot(name: string, opts: { id?: string } = {}): Promise<Snapshot> {
+  async snapshot(name: string, opts: SnapshotOptions = {}): Promise<Snapshot> {
     return this.serial(name, () => this.snapshotUnlocked(name, opts))
   }
 
-  private async snapshotUnlocked(name: string, opts: { id?: string }): Promise<Snapshot> {
+  private async snapshotUnlocked(name: string, opts: SnapshotOptions): Promise<Snapshot> {
     const t0 = performance.now()
     const layout = new VmLayout(this.dataDir, name)
     const state = await this.runningState(name)
@@ -369,9 +381,11 @@ export class VmDriver {
       if (bg) {
         await waitStreamComplete(stream)
         try {
-          await splitRamStream(stream, files, snap.deviceState)
+          await splitRamStream(stream, files, snap.deviceState, { chunkBytes: opts.memoryChunkBytes, onChunk: opts.onMemoryChunk })
           deviceState = 'ram-stripped'
         } catch (err) {
+          // Only a stream it cannot read goes to the relay; the sink's errors (a full disk) fail the snapshot.
+          if (!(err instanceof RamStreamError)) throw err
           this.log(`vm ${name}: splitting the RAM stream failed (${(err as Error).message}); loading it through a relay QEMU instead`)
           await (await startRelay()).execute('migrate-incoming', { uri: `exec:cat ${shellQuote(stream)}` })
         }
