@@ -535,7 +535,11 @@ export class VmDriver {
     const newMac = mac ? checkMac(mac) : randomMac(randomBytes)
     const nic = state.spec.nics.length === 1 ? state.spec.nics[0] : undefined
     const change = nic ? { from: nic.mac, to: newMac } : undefined
-    await retry(() => this.guest(name).setIdentity(name, state.hostname, 5000, change), 45_000)
+    // Short first attempts: a fresh clone's guest may close and reopen its port just after
+    // answering the first ping, and a request written in that gap is lost (seen 1 in ~24 clones);
+    // waiting 5 s for it cost as much. The request is idempotent.
+    let attempt = 0
+    await retry(() => this.guest(name).setIdentity(name, state.hostname, Math.min(5000, 1000 * 2 ** attempt++), change), 45_000)
     if (nic && (await this.nicMac(q, nic.id)) === newMac) {
       state.spec.nics = [{ ...nic, mac: newMac }]
       await writeState(layout.state, state)
