@@ -3,10 +3,11 @@
 export interface SwarmConfig {
   /**
    * Chunk requests a puller keeps outstanding on one link (to a relay; see seedQueueChunks for
-   * the seed). A relay serves N-1 pullers, so its upload queue is (N-1) x this: 2 x 1 MiB per
-   * puller still covers the round trip and a disk read, and the last chunks wait behind less at
-   * the end. Measured at N=4, 200 mbit, tmpfs: 2 gave a median time ratio of 1.142 over 8 runs
-   * (1.120-1.178); 4 gave 1.166 over 3 runs (1.154-1.172) in the same hour.
+   * the seed). 4 x 1 MiB keeps a 200 mbit link busy across the request round trip and a server's
+   * disk read, and bounds what a dead link strands. 2 was measured too (a relay's upload queue is
+   * (N-1) x this, so the last chunks wait behind less): N=4 256 MiB median 1.142 (8 runs) against
+   * 1.166 (3 runs); N=3 100 MiB 1.184 against 1.166 (6 runs each, alternating). No clear winner
+   * in the noise of this machine, so 4 stays.
    */
   perLinkInflight: number
   /**
@@ -57,7 +58,7 @@ export interface SwarmConfig {
 }
 
 export const DEFAULT_SWARM_CONFIG: SwarmConfig = {
-  perLinkInflight: 2,
+  perLinkInflight: 4,
   seedQueueChunks: 8,
   maxInflight: 48,
   maxUnwrittenBytes: 64 * 1024 * 1024,
