@@ -43,6 +43,12 @@ export interface VmDriverOptions {
    * before QEMU 9.0, where it loses guest writes (see precopy-safety.ts).
    */
   snapshotMode?: 'auto' | 'stopped' | 'precopy'
+  /**
+   * Split a background snapshot's stream in this process (default true; see ram-stream.ts).
+   * false loads it through a relay QEMU, which is also the fallback for a stream the split
+   * refuses: kept so that path is tested and can be compared.
+   */
+  splitRamStream?: boolean
 }
 
 export interface CreateOptions {
@@ -381,6 +387,7 @@ export class VmDriver {
       if (bg) {
         await waitStreamComplete(stream)
         try {
+          if (this.opts.splitRamStream === false) throw new RamStreamError('splitting is turned off (splitRamStream: false)')
           await splitRamStream(stream, files, snap.deviceState, { chunkBytes: opts.memoryChunkBytes, onChunk: opts.onMemoryChunk })
           deviceState = 'ram-stripped'
         } catch (err) {
