@@ -7,7 +7,7 @@ import { ControlError } from './control-server.js'
 import type { ControlContext, ControlReply } from './control-server.js'
 import { callHost } from './host-call.js'
 import { locateVm } from './vm-locate.js'
-import { peerIdFromBytes } from '@vmesh/mesh'
+import { peerIdText } from '@vmesh/mesh'
 import type { HostRef } from './host-call.js'
 
 export const MAX_CLONES = 64
@@ -68,12 +68,6 @@ function allVmNames (agent: Agent): Set<string> {
 }
 
 interface PlannedHost { a: Assignment, names: string[] }
-
-/** A peer id as it travels in replies (bytes), as a string; '' when absent or malformed. */
-function peerIdString (bytes: Uint8Array | null | undefined): string {
-  if (bytes == null || bytes.length === 0) return ''
-  try { return peerIdFromBytes(bytes).toString() } catch { return '' }
-}
 
 export async function runClone (agent: Agent, elector: Elector, ctx: ControlContext): Promise<ControlReply> {
   const req = ctx.request.clone as vmesh.v1.CloneRequest
@@ -160,14 +154,14 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
             const t = r.transferProgress
             if (t == null) return
             void progress({ phase: 'transfer', host: t.hostName, state: t.state, bytesDone: t.bytesDone, bytesTotal: t.bytesTotal, rateBytesPerS: t.rateBytesPerS, etaMs: t.etaMs })
-            const p = t.state === 'done' ? byPeer.get(peerIdString(t.host)) : undefined
+            const p = t.state === 'done' ? byPeer.get(peerIdText(t.host) ?? '') : undefined
             if (p !== undefined) restoreOn(p)
           }
         })).imagePush
     transferMs += Date.now() - tTransfer
     egress += Number(push?.sourceEgressBytes ?? 0)
     const failed = new Map<string, string>()
-    for (const h of push?.hosts ?? []) if (h.state !== 'done') failed.set(peerIdString(h.host), h.error != null && h.error !== '' ? h.error : (h.state ?? 'failed'))
+    for (const h of push?.hosts ?? []) if (h.state !== 'done') failed.set(peerIdText(h.host) ?? '', h.error != null && h.error !== '' ? h.error : (h.state ?? 'failed'))
     for (const p of receivers) {
       const why = failed.get(p.a.host.peerId.toString())
       if (why === undefined) { restoreOn(p); continue }

@@ -12,7 +12,7 @@ import type { ControlContext, ControlHandler } from './control-server.js'
 import { ControlError } from './control-server.js'
 import { callHost } from './host-call.js'
 import { isMember } from './vm-handlers.js'
-import { parseVmSpec } from './vm-service.js'
+import { assemblyDirName, COMPLETE_FILE, LOCAL_MANIFEST_FILE, parseVmSpec } from './vm-service.js'
 import {
   checkHostResult, checkRemoveRequest, checkSnapshotList, isSnapshotId, mergeSnapshotLists, parseSnapshotName, resolveSnapshotRef, usersOf, vmFilePaths
 } from './snapshot-catalog.js'
@@ -93,16 +93,16 @@ async function localSnapshots (agent: Agent, vms: VmFiles[]): Promise<LocalSnaps
     if (!isSnapshotId(name) || !(await isDir(dir))) continue
     if (name.startsWith('m-')) {
       // Materialised from a manifest: .complete names it; a half-assembled one matches by prefix.
-      const marker = (await readFile(join(dir, '.complete'), 'utf8').catch(() => '')).trim()
-      const id = isHash(marker) ? marker : [...found.keys()].find((k) => name === `m-${k.slice(0, 16)}`)
-      if (id === undefined || name !== `m-${id.slice(0, 16)}`) continue
+      const marker = (await readFile(join(dir, COMPLETE_FILE), 'utf8').catch(() => '')).trim()
+      const id = isHash(marker) ? marker : [...found.keys()].find((k) => name === assemblyDirName(k))
+      if (id === undefined || name !== assemblyDirName(id)) continue
       const s = found.get(id) ?? blank(id, await specOfDir(dir), 0)
       s.dirs.push(dir)
       found.set(id, s)
       continue
     }
     // The driver's own snapshot: matched by its id, or by the manifest id written beside it.
-    const marker = (await readFile(join(dir, 'manifest-id'), 'utf8').catch(() => '')).trim()
+    const marker = (await readFile(join(dir, LOCAL_MANIFEST_FILE), 'utf8').catch(() => '')).trim()
     const owner = [...found.values()].find((s) => isHash(marker) ? s.entry.manifestId === marker : s.entry.snapshotId === name)
     if (owner !== undefined) owner.dirs.push(dir)
     else if (isHash(marker)) {

@@ -17,9 +17,14 @@ interface VmSpec { version: 1, snapshotId: string, source: string, accel: Accele
 
 const MAX_SPEC_BYTES = 1024 * 1024
 /** In a snapshot directory of this host: the id of the manifest it was imported as. */
-const LOCAL_MANIFEST_FILE = 'manifest-id'
+export const LOCAL_MANIFEST_FILE = 'manifest-id'
 /** In a materialised snapshot directory: written once every layer file is in place. */
-const COMPLETE_FILE = '.complete'
+export const COMPLETE_FILE = '.complete'
+
+/** Name of the directory (under snapshots/) a received snapshot's files are written to. */
+export function assemblyDirName (manifestId: string): string {
+  return `m-${manifestId.slice(0, 16)}`
+}
 
 async function exists (path: string): Promise<boolean> {
   return await stat(path).then(() => true, () => false)
@@ -277,7 +282,7 @@ export class VmService {
   }
 
   private assemblyDir (manifestId: string): string {
-    return join(this.snapshotsDir(), `m-${manifestId.slice(0, 16)}`)
+    return join(this.snapshotsDir(), assemblyDirName(manifestId))
   }
 
   /**

@@ -2,7 +2,7 @@
 import type { vmesh } from '@vmesh/wire'
 import { pb } from '@vmesh/wire'
 import { multiaddr } from '@multiformats/multiaddr'
-import { peerIdFromBytes } from '@vmesh/mesh'
+import { peerIdText } from '@vmesh/mesh'
 
 export const statusName: Record<number, string> = {
   [pb.MemberState.ALIVE]: 'alive',
@@ -52,7 +52,7 @@ export function memberJson (m: vmesh.v1.IMember | vmesh.v1.Member.$Properties): 
 }
 
 function safePeerId (bytes: Uint8Array | null | undefined): string {
-  try { return peerIdFromBytes(bytes ?? new Uint8Array()).toString() } catch { return '?' }
+  return peerIdText(bytes) ?? '?'
 }
 
 function safeAddr (bytes: Uint8Array): string {

@@ -6,7 +6,7 @@ import type { ControlClient } from '@vmesh/agent'
 import type { vmesh } from '@vmesh/wire'
 import { clientFor, targetOptionSpec } from './options.js'
 import { fetchMembers } from './commands.js'
-import { peerIdFromBytes } from '@vmesh/mesh'
+import { peerIdText } from '@vmesh/mesh'
 
 export const IMAGE_USAGE = `  vmesh image add FILE [--name NAME]          import a qcow2 or raw file on the agent's host; prints the id
   vmesh image push ID|NAME --hosts all|N|H,.. send it to hosts through the swarm, a progress bar per host
@@ -198,9 +198,5 @@ export function formatBytes (n: number): string {
 
 function safePeerId (bytes: Uint8Array | null | undefined): string {
   if (bytes == null || bytes.length === 0) return '?'
-  try {
-    return peerIdFromBytes(bytes).toString()
-  } catch {
-    return Buffer.from(bytes).toString('hex')
-  }
+  return peerIdText(bytes) ?? Buffer.from(bytes).toString('hex')
 }

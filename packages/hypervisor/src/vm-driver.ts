@@ -24,7 +24,7 @@ import { RamStreamError, splitRamStream, waitStreamComplete, type MemoryChunkSin
 import { isOurQemu, processMemory, startQemu, stopQemu } from './qemu-process.js'
 import { QmpClient, QmpError, type QmpEvent } from './qmp-client.js'
 import { precopyUnsafeReason, type QemuVersion } from './precopy-safety.js'
-import { readState, writeState, type VmState } from './vm-state.js'
+import { newVmState, readState, writeState, type VmState } from './vm-state.js'
 
 export interface VmDriverOptions {
   dataDir: string
@@ -221,18 +221,7 @@ export class VmDriver {
       hotCpus: [],
       dimms: []
     }
-    const state: VmState = {
-      version: 1,
-      name: o.name,
-      hostname: o.hostname ?? o.name,
-      accel: this.accel,
-      createdAt: new Date().toISOString(),
-      pid: 0,
-      vmgenid: randomUUID(),
-      generation: 0,
-      activeOverlay: layout.overlay(0),
-      spec
-    }
+    const state = newVmState({ name: o.name, hostname: o.hostname ?? o.name, accel: this.accel, activeOverlay: layout.overlay(0), spec }, randomUUID())
     await mkdir(layout.dir, { recursive: true })
     try {
       await this.img.createOverlay(state.activeOverlay, image.disk, base.format, base.virtualSize)
@@ -486,19 +475,10 @@ export class VmDriver {
     const initrd = snap.layers.find((l) => l.kind === 'boot' && l.id === 'initrd')?.path
     const spec: MachineSpec = { ...snap.machine, diskLayers: disks, boot: { ...snap.machine.boot, kernel, initrd }, nics: snap.machine.nics.map((n) => ({ ...n })) }
     const state: VmState = {
-      version: 1,
-      name: o.name,
-      hostname: o.hostname ?? o.name,
-      accel: this.accel,
-      createdAt: new Date().toISOString(),
+      ...newVmState({ name: o.name, hostname: o.hostname ?? o.name, accel: this.accel, activeOverlay: layout.overlay(0), spec }, randomUUID()),
       source: snap.id,
       sourceVm: snap.source,
-      pid: 0,
-      vmgenid: randomUUID(),
-      generation: 0,
-      activeOverlay: layout.overlay(0),
-      ramFiles: files,
-      spec
+      ramFiles: files
     }
     await mkdir(layout.dir, { recursive: true })
     try {

@@ -25,6 +25,11 @@ export interface VmState {
   spec: MachineSpec
 }
 
+/** The state of a VM about to start (no process yet, first overlay, fresh vmgenid). */
+export function newVmState(o: { name: string; hostname: string; accel: Accelerator; activeOverlay: string; spec: MachineSpec }, vmgenid: string): VmState {
+  return { version: VM_STATE_VERSION, ...o, createdAt: new Date().toISOString(), pid: 0, vmgenid, generation: 0 }
+}
+
 export async function writeState(path: string, state: VmState): Promise<void> {
   const tmp = `${path}.tmp`
   await writeFile(tmp, JSON.stringify(state, null, 2))

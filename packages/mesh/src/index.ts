@@ -17,4 +17,4 @@ export { ResourceSampler, parseMeminfo, parseLoadavg, parseDiskstats, ioUtilisat
 export type { Resources } from './resources.js'
 export { Counters } from './counters.js'
 export { signAdvert, verifyAdvert, AdvertError, advertLimits } from './advert.js'
-export { peerIdFromBytes, peerIdToBytes } from './peer-ids.js'
+export { peerIdFromBytes, peerIdText, peerIdToBytes } from './peer-ids.js'

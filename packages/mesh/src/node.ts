@@ -66,12 +66,13 @@ export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> 
 }
 
 /**
- * A node that only dials: what `vmesh ... --peer` runs to reach an agent's control protocol.
- * Same private network and encryption as an agent, an ephemeral identity, no gossip.
+ * A node without membership or gossip: what `vmesh ... --peer` runs to reach an agent's control
+ * protocol (it only dials), and with `listen` the two ends of a single-protocol test. Same
+ * private network and encryption as an agent, an ephemeral identity.
  */
-export async function createClientNode (clusterKey: Uint8Array): Promise<Libp2p> {
+export async function createClientNode (clusterKey: Uint8Array, listen: string[] = []): Promise<Libp2p> {
   return await createLibp2p({
-    addresses: { listen: [] },
+    addresses: { listen },
     transports: [tcp()],
     connectionProtector: preSharedKey({ psk: clusterKey, timeout: 5000 }),
     connectionEncrypters: [noise()],

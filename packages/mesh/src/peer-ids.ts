@@ -15,3 +15,8 @@ export function peerIdFromBytes (bytes: Uint8Array): PeerId {
   if (bytes.length === 0 || bytes.length > MAX_PEER_ID_BYTES) throw new Error(`peer id of ${bytes.length} bytes`)
   return peerIdFromMultihash(Digest.decode(bytes))
 }
+
+/** Peer id bytes from a reply as text, for display and matching; undefined if absent or malformed. */
+export function peerIdText (bytes: Uint8Array | null | undefined): string | undefined {
+  try { return peerIdFromBytes(bytes ?? new Uint8Array()).toString() } catch { return undefined }
+}

@@ -2,12 +2,9 @@
 // node is both a host and a requester. Shows that concurrent elections from two peers never
 // overcommit, that a lease expires, and that a host silent at reserve time is re-planned around.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createLibp2p, type Libp2p } from 'libp2p'
-import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { generateKey, preSharedKey } from '@libp2p/pnet'
-import { Counters } from '@vmesh/mesh'
+import type { Libp2p } from 'libp2p'
+import { generateKey } from '@libp2p/pnet'
+import { Counters, createClientNode } from '@vmesh/mesh'
 import { pb, streamChannel } from '@vmesh/wire'
 import { placementConfig } from './config.js'
 import type { Task } from './cost.js'
@@ -20,13 +17,7 @@ const config = placementConfig({ bidTimeoutMs: 1500, reserveTimeoutMs: 1500, min
 const task: Task = { cpus: 1, memMib: 512, diskBytes: 1 << 20, accel: '', manifestId: 'b'.repeat(64), manifestBytes: 64 << 20 }
 
 async function node (psk: Uint8Array): Promise<Libp2p> {
-  return await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionProtector: preSharedKey({ psk }),
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()]
-  })
+  return await createClientNode(psk, ['/ip4/127.0.0.1/tcp/0'])
 }
 
 /** A host with room for `clones` clones of 512 MiB after the 512 MiB headroom. */

@@ -1,5 +1,5 @@
 // Writing files so that they appear complete or not at all, and survive a crash once written.
-import { open, rename, unlink } from 'node:fs/promises'
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { dirname, join, basename } from 'node:path'
 
@@ -33,4 +33,13 @@ export async function writeFileDurably (path: string, bytes: Uint8Array): Promis
     throw err
   }
   await fsyncDir(dirname(path))
+}
+
+/** Writes all of `data` at `position` (a positional write may write less than asked). */
+export async function writeAll (fd: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let off = 0
+  while (off < data.byteLength) {
+    const { bytesWritten } = await fd.write(data, off, data.byteLength - off, position + off)
+    off += bytesWritten
+  }
 }

@@ -7,7 +7,7 @@
 // temp files, and the caller materialises again from the store.
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises'
 import type { ChunkStore } from './chunk-store.js'
-import { tempNameFor } from './durable-file.js'
+import { tempNameFor, writeAll } from './durable-file.js'
 import type { Hash } from './hash.js'
 import { chunkLength, type Manifest } from './manifest.js'
 
@@ -114,13 +114,5 @@ export class ManifestAssembly {
   /** Chunks written so far (distinct), for progress and tests. */
   get chunksWritten (): number {
     return this.written.size
-  }
-}
-
-async function writeAll (fd: FileHandle, data: Uint8Array, position: number): Promise<void> {
-  let off = 0
-  while (off < data.byteLength) {
-    const { bytesWritten } = await fd.write(data, off, data.byteLength - off, position + off)
-    off += bytesWritten
   }
 }

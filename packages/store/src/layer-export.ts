@@ -5,7 +5,7 @@ import { open, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { ChunkStore } from './chunk-store.js'
 import { chunkLength, type Layer } from './manifest.js'
-import { fsyncDir, tempNameFor } from './durable-file.js'
+import { fsyncDir, tempNameFor, writeAll } from './durable-file.js'
 
 export interface MaterializeOptions {
   /** chunks read ahead of the write position (default 4) */
@@ -41,11 +41,7 @@ export async function materializeLayer (store: ChunkStore, layer: Layer, path: s
       reads.delete(k)
       const want = chunkLength(layer.size, layer.chunkSize, i)
       if (bytes.byteLength !== want) throw new Error(`chunk ${i} of layer ${layer.hash.slice(0, 16)}… has ${bytes.byteLength} bytes, the layer needs ${want}`)
-      let off = 0
-      while (off < want) {
-        const { bytesWritten } = await fd.write(bytes, off, want - off, i * layer.chunkSize + off)
-        off += bytesWritten
-      }
+      await writeAll(fd, bytes.subarray(0, want), i * layer.chunkSize)
       done += want
       opts.onProgress?.({ doneBytes: done, totalBytes: layer.size })
     }

@@ -2,11 +2,9 @@
 // one process; the offer travels over a custom protocol, then 64 MiB go over the bulk channel.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createHash, randomBytes } from 'node:crypto'
-import { createLibp2p, type Libp2p } from 'libp2p'
-import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { generateKey, preSharedKey } from '@libp2p/pnet'
+import type { Libp2p } from 'libp2p'
+import { generateKey } from '@libp2p/pnet'
+import { createClientNode } from '@vmesh/mesh'
 import { streamChannel } from '@vmesh/wire'
 import { BulkListener } from './bulk-listener.js'
 import { acceptBulkOffer, createBulkOffer, MAX_BULK_OFFER_BYTES } from './bulk-offer.js'
@@ -15,13 +13,7 @@ const PROTOCOL = '/vmesh/test/bulk-offer/1'
 const SIZE = 64 * 1024 * 1024
 
 async function node (psk: Uint8Array): Promise<Libp2p> {
-  return await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionProtector: preSharedKey({ psk }),
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()]
-  })
+  return await createClientNode(psk, ['/ip4/127.0.0.1/tcp/0'])
 }
 
 describe('bulk channel keyed over libp2p', () => {
