@@ -83,6 +83,30 @@ describe('GuestChannel', () => {
     ch.close()
   })
 
+  it('writes an unanswered request again under the same id: so a lost copy is made good and a slow answer to the first copy still counts', async () => {
+    const identities: string[] = []
+    let dropNext = true
+    const path = fakeGuest((id, cmd) => {
+      if (cmd === 'ping') return `${id} 0 ${enc('pong')}\n`
+      identities.push(id)
+      // The first copy is lost (the port was reopening); the second is answered.
+      if (dropNext) { dropNext = false; return undefined }
+      return `${id} 0 ${enc('mac=none')}\n`
+    })
+    await new Promise((r) => server!.once('listening', r))
+    const ch = new GuestChannel(path)
+    expect(await ch.setIdentity('vm-1', 'host-1', 5000, undefined, 50)).toBe('')
+    expect(identities).toHaveLength(2)
+    expect(identities[0]).toBe(identities[1])
+    // Another channel (a clone's guest remembers its source's last id) never reuses an id.
+    const other = new GuestChannel(path)
+    await other.setIdentity('vm-2', 'host-2', 5000, undefined, 50)
+    expect(identities[2]).not.toBe(identities[0])
+    other.close()
+
+    ch.close()
+  })
+
   it('fails clearly when nothing listens', async () => {
     await expect(new GuestChannel('/nonexistent/ctl.sock').ping(200)).rejects.toThrow(/guest channel/)
   })

@@ -8,6 +8,7 @@
 // dropped. After a (re)connect the first request is preceded by pings until one is answered, which
 // covers the same gap once per connection.
 import { connect, type Socket } from 'node:net'
+import { randomBytes } from 'node:crypto'
 
 export interface GuestHealth {
   name: string
@@ -26,9 +27,16 @@ export interface RunResult {
 const MAX_REPLY = 1 << 20
 const PING_EVERY_MS = 100
 const MAX_PINGS_OUTSTANDING = 3
+const MAX_RESEND_GAP_MS = 5000
 
 export class GuestChannel {
   private nextId = 1
+  /**
+   * Unique per channel: the guest answers a repeated id from memory (see request), and a clone's
+   * guest remembers the last id its source's guest was sent, so ids must never repeat across
+   * channels, VMs or agent restarts.
+   */
+  private readonly idPrefix = randomBytes(6).toString('hex')
   private sock: Socket | undefined
   /** Resolves once a new connection has been proven by an answered ping. */
   private ready: Promise<Socket> | undefined
@@ -37,10 +45,17 @@ export class GuestChannel {
 
   constructor(private readonly socketPath: string) {}
 
-  async request(command: string, arg = '', timeoutMs = 15_000): Promise<RunResult> {
+  /**
+   * Sends a request and waits for its reply. With `resendAfterMs`, an unanswered request is
+   * written again under the same id after that long, then after twice that, up to 5 s apart:
+   * a request written while the guest reopens its port is lost, while a slow guest's late reply
+   * to the first copy still counts (a retry under a new id would wait for the guest to run the
+   * command twice). Only for idempotent commands.
+   */
+  async request(command: string, arg = '', timeoutMs = 15_000, resendAfterMs?: number): Promise<RunResult> {
     const deadline = Date.now() + timeoutMs
     const sock = await this.connection(deadline, command, timeoutMs)
-    return await this.send(sock, command, arg, Math.max(1, deadline - Date.now()))
+    return await this.send(sock, command, arg, Math.max(1, deadline - Date.now()), resendAfterMs)
   }
 
   /** Drops the connection; pending requests fail. */
@@ -105,16 +120,30 @@ export class GuestChannel {
     })
   }
 
-  private async send(sock: Socket, command: string, arg: string, timeoutMs: number): Promise<RunResult> {
-    const id = `${process.pid}x${this.nextId++}`
-    return await new Promise<RunResult>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id)
-        reject(new Error(`guest did not answer "${command}" within ${timeoutMs} ms on ${this.socketPath} (is the guest booted and running the vmesh init?)`))
-      }, timeoutMs)
-      this.pending.set(id, { resolve, reject, timer })
-      sock.write(`${id} ${command} ${Buffer.from(arg).toString('base64') || '-'}\n`)
-    })
+  private async send(sock: Socket, command: string, arg: string, timeoutMs: number, resendAfterMs?: number): Promise<RunResult> {
+    const id = `${this.idPrefix}x${this.nextId++}`
+    const line = `${id} ${command} ${Buffer.from(arg).toString('base64') || '-'}\n`
+    let resend: NodeJS.Timeout | undefined
+    const scheduleResend = (afterMs: number): void => {
+      resend = setTimeout(() => {
+        if (!this.pending.has(id) || sock.destroyed) return
+        sock.write(line)
+        scheduleResend(Math.min(MAX_RESEND_GAP_MS, afterMs * 2))
+      }, afterMs)
+    }
+    try {
+      return await new Promise<RunResult>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          this.pending.delete(id)
+          reject(new Error(`guest did not answer "${command}" within ${timeoutMs} ms on ${this.socketPath} (is the guest booted and running the vmesh init?)`))
+        }, timeoutMs)
+        this.pending.set(id, { resolve, reject, timer })
+        sock.write(line)
+        if (resendAfterMs !== undefined) scheduleResend(resendAfterMs)
+      })
+    } finally {
+      clearTimeout(resend)
+    }
   }
 
   private onData(chunk: string): void {
@@ -160,12 +189,12 @@ export class GuestChannel {
    * `to`. Resolves with the MAC the guest reports it set ('' if none: an older guest init
    * ignores the request).
    */
-  async setIdentity(name: string, hostname: string, timeoutMs?: number, mac?: { from: string; to: string }): Promise<string> {
+  async setIdentity(name: string, hostname: string, timeoutMs?: number, mac?: { from: string; to: string }, resendAfterMs?: number): Promise<string> {
     if (!/^[a-z0-9][a-z0-9.-]{0,62}$/i.test(hostname)) throw new Error(`invalid hostname "${hostname}"`)
     if (/\s/.test(name)) throw new Error(`invalid VM name "${name}"`)
     const macRe = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/
     if (mac && (!macRe.test(mac.from) || !macRe.test(mac.to))) throw new Error(`invalid MAC change ${mac.from} -> ${mac.to}`)
-    const r = await this.request('identity', mac ? `${name} ${hostname} ${mac.from} ${mac.to}` : `${name} ${hostname}`, timeoutMs)
+    const r = await this.request('identity', mac ? `${name} ${hostname} ${mac.from} ${mac.to}` : `${name} ${hostname}`, timeoutMs, resendAfterMs)
     if (r.code !== 0) throw new Error(`guest refused identity: ${r.output}`)
     const set = /(?:^|\s)mac=(\S+)/.exec(r.output)?.[1] ?? ''
     return macRe.test(set) ? set : ''
