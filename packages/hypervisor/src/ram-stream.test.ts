@@ -83,6 +83,39 @@ describe('splitRamStream', () => {
     expect(got).toEqual([['pc.ram', 4 * PAGE, 1, null], ['pc.ram', 4 * PAGE, 0, `01:${2 * PAGE}`]])
   })
 
+  it('gives the same files whatever the read size, with records cut at every place', async () => {
+    const recs: Rec[] = [{ block: 'pc.ram', offset: 0, data: page(1) }, { block: 'pc.rom', offset: 0, data: page(9) }, { block: 'pc.ram', offset: PAGE, zero: 0 }, { offset: 3 * PAGE, data: page(3) }, { offset: 2 * PAGE, data: page(2) }]
+    const s = stream(recs).bytes
+    const dir = mkdtempSync(join(tmpdir(), 'vmesh-ramstream-'))
+    dirs.push(dir)
+    writeFileSync(join(dir, 'stream'), s)
+    const split = async (readBytes?: number): Promise<[Buffer, Buffer]> => {
+      await splitRamStream(join(dir, 'stream'), { 'pc.ram': join(dir, 'mem') }, join(dir, 'dev'), { chunkBytes: PAGE, readBytes })
+      return [readFileSync(join(dir, 'mem')), readFileSync(join(dir, 'dev'))]
+    }
+    const [mem, dev] = await split()
+    expect(mem.equals(Buffer.concat([page(1), page(0), page(2), page(3)]))).toBe(true)
+    for (const readBytes of [1, 7, 4095, 4097, 4100, 5000, 8191]) {
+      const [m, d] = await split(readBytes)
+      expect(m.equals(mem)).toBe(true)
+      expect(d.equals(dev)).toBe(true)
+    }
+  })
+
+  it("fails with the sink's error (a full disk) once the chunks queued behind the parser reach it", async () => {
+    const many: Rec[] = Array.from({ length: 4 }, (_, i) => ({ block: 'pc.ram', offset: i * PAGE, data: page(i + 1) }))
+    const dir = mkdtempSync(join(tmpdir(), 'vmesh-ramstream-'))
+    dirs.push(dir)
+    writeFileSync(join(dir, 'stream2'), stream(many).bytes)
+    let calls = 0
+    const failing = splitRamStream(join(dir, 'stream2'), { 'pc.ram': join(dir, 'mem2') }, join(dir, 'dev2'), {
+      chunkBytes: PAGE,
+      onChunk: async () => { calls++; throw new Error('no space left on device') }
+    })
+    await expect(failing).rejects.toThrow(/no space left/)
+    expect(calls).toBe(1)
+  })
+
   it('refuses a stream that lacks a page of the memory block', async () => {
     await expect(run(stream(good.slice(0, 4)).bytes).split).rejects.toThrow(/page at 8192 of RAM block pc.ram is not in the stream/)
   })
