@@ -4,9 +4,10 @@
 //   guest -> host: "<id> <exit code> <base64 output>\n"
 // One connection is kept open and requests are matched to replies by id. Connecting anew for each
 // request (the first design) lost about one request in a hundred: on each disconnect the guest
-// sees EOF, closes its port and reopens it 0.2 s later, and a request written in that gap was
-// dropped. After a (re)connect the first request is preceded by pings until one is answered, which
-// covers the same gap once per connection.
+// saw EOF, closed its port and reopened it, and a request written in that gap was dropped. The
+// vmesh init now keeps its port open through EOF; for guests that do not, the first request
+// after a (re)connect is preceded by pings until one is answered, and idempotent requests are
+// written again under the same id when unanswered (request's resendAfterMs).
 import { connect, type Socket } from 'node:net'
 import { randomBytes } from 'node:crypto'
 

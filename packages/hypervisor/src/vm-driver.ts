@@ -522,11 +522,11 @@ export class VmDriver {
     const newMac = mac ? checkMac(mac) : randomMac(randomBytes)
     const nic = state.spec.nics.length === 1 ? state.spec.nics[0] : undefined
     const change = nic ? { from: nic.mac, to: newMac } : undefined
-    // A fresh clone's guest may close and reopen its port just after answering the first ping,
-    // and a request written in that gap is lost (seen 1 in ~24 clones): the request is written
-    // again after 1 s, 2 s, 4 s... under the same id, so a busy guest's slow answer to the first
-    // copy still counts. A new request per attempt made a guest that needed more than 1 s run
-    // the command twice (identity 1.3-1.6 s instead of 0.6-0.9 s with 8 clones on 2 cores).
+    // A request may be lost: a guest whose init closes its port at end of file (the vmesh init
+    // before it kept the port open) drops what is written while it reopens. So the request is
+    // written again after 1 s, 2 s, 4 s... under the same id: a busy guest's slow answer to the
+    // first copy still counts. A new request per attempt made a guest that needed more than 1 s
+    // run the command twice (identity 1.3-1.6 s instead of 0.6-0.9 s with 8 clones on 2 cores).
     await retry(() => this.guest(name).setIdentity(name, state.hostname, 15_000, change, 1000), 45_000)
     if (nic && (await this.nicMac(q, nic.id)) === newMac) {
       state.spec.nics = [{ ...nic, mac: newMac }]
