@@ -13,7 +13,7 @@ afterEach(() => {
   if (dir) rmSync(dir, { recursive: true, force: true })
 })
 
-function fakeGuest(reply: (id: string, cmd: string, arg: string) => string | undefined): string {
+function fakeGuest(reply: (id: string, cmd: string, arg: string, raw: string) => string | undefined): string {
   dir = mkdtempSync(join(tmpdir(), 'vmesh-gc-'))
   const path = join(dir, 'ctl.sock')
   server = createServer((s) => {
@@ -27,7 +27,7 @@ function fakeGuest(reply: (id: string, cmd: string, arg: string) => string | und
         const [id, cmd, b64] = buf.slice(0, nl).split(' ')
         buf = buf.slice(nl + 1)
         const arg = b64 === '-' ? '' : Buffer.from(b64 ?? '', 'base64').toString()
-        const out = reply(id!, cmd!, arg)
+        const out = reply(id!, cmd!, arg, b64 ?? '')
         if (out !== undefined) s.write(out)
       }
     })
@@ -58,6 +58,20 @@ describe('GuestChannel', () => {
     await ch.setIdentity('vm-1', 'host-1')
     expect(seen).toContain('identity vm-1 host-1')
     await expect(ch.setIdentity('vm-1', 'bad host; rm -rf /')).rejects.toThrow(/invalid hostname/)
+  })
+
+  it('sends identity as plain words to a guest that says it takes them, and reads a plain answer', async () => {
+    const lines: string[] = []
+    const path = fakeGuest((id, cmd, _arg, raw) => {
+      if (cmd === 'ping') return `${id} 0 ${enc('pong plain-args')}\n`
+      lines.push(raw)
+      return `${id} 0 =name=vm-1,hostname=host-1,mac=52:54:00:00:00:02\n`
+    })
+    await new Promise((r) => server!.once('listening', r))
+    const ch = new GuestChannel(path)
+    expect(await ch.setIdentity('vm-1', 'host-1', 5000, { from: '52:54:00:00:00:01', to: '52:54:00:00:00:02' })).toBe('52:54:00:00:00:02')
+    ch.close()
+    expect(lines).toEqual(['=vm-1,host-1,52:54:00:00:00:01,52:54:00:00:00:02'])
   })
 
   it('times out with a message that says what to check', async () => {
