@@ -152,7 +152,7 @@ export class Agent {
         missingBytes: async (task) => await this.missingBytesFor(task.manifestId, task.manifest) ?? task.manifestBytes
       }),
       counters: this.membership.counters,
-      log: (msg: string) => { this.log.info(msg) },
+      log: (level, msg) => { this.log.log(level, msg) },
       onReservationsChange: () => { this.membership.advertiseSoon() }
     })
     this.releaseReservation = (id) => { this.placement.ledger.release(id) }
