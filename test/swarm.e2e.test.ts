@@ -179,9 +179,9 @@ describe('swarm push between four agents on loopback', () => {
     expect(bad.stderr).toMatch(/--hosts/)
   })
 
-  it('a download cap set on a host holds its transfer to that rate', async () => {
+  it('a download cap set on a host (vmesh agent --download-rate) holds its transfer to that rate', async () => {
     const [src] = agents as [TestAgent]
-    const capped = await cluster.start('s4', { bootstrap: [await src.address()], env: { VMESH_DOWNLOAD_RATE: '40mbit' } }) // 5 MB/s
+    const capped = await cluster.start('s4', { bootstrap: [await src.address()], extraArgs: ['--download-rate', '40mbit'] }) // 5 MB/s
     await waitFor('s0 to see s4 alive', async () => (await src.members()).some((m) => m.name === 's4' && m.status === 'alive'), 30_000)
     const file = join(cluster.root, 'capped.raw')
     writeFileSync(file, randomBytes(8 * 1024 * 1024))

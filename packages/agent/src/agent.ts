@@ -15,7 +15,7 @@ import { CONTROL_SOCKET } from './control-protocol.js'
 import { ControlServer } from './control-server.js'
 import type { ControlHandler } from './control-server.js'
 import { controlHandlers } from './control-handlers.js'
-import { startSwarm } from './image-handlers.js'
+import { rateLimitsOf, startSwarm } from './image-handlers.js'
 import type { SwarmService } from '@vmesh/swarm'
 import { Logger } from './logger.js'
 import { ChunkCollector } from './chunk-gc.js'
@@ -36,6 +36,9 @@ export interface AgentOptions {
   storeQuotaBytes?: number
   /** QEMU accelerator: kvm, tcg, or auto (kvm only where it really works). */
   accel?: Accelerator | 'auto'
+  /** Swarm caps, tc-style ("200mbit"); default VMESH_UPLOAD_RATE / VMESH_DOWNLOAD_RATE, else none. */
+  uploadRate?: string
+  downloadRate?: string
 }
 
 export const defaultListen = [`/ip4/0.0.0.0/tcp/${DEFAULT_PORT}`]
@@ -79,6 +82,7 @@ export class Agent {
 
   async start (): Promise<void> {
     const { dataDir } = this.opts
+    const rateLimits = rateLimitsOf(this.opts)
     await mkdir(dataDir, { recursive: true, mode: 0o700 })
     const clusterKey = await loadClusterKey(this.opts.clusterKeyPath)
     const privateKey = await loadOrCreateIdentity(dataDir)
@@ -131,7 +135,7 @@ export class Agent {
       },
       log: (level, msg) => { this.log.log(level, msg) }
     })
-    this.swarm = await startSwarm(this)
+    this.swarm = await startSwarm(this, rateLimits)
     this.collector = new ChunkCollector(this.store, this.manifests, this.log, this.membership.counters)
     this.handlers = controlHandlers(this)
     this.control = new ControlServer(this.handlers, this.membership.counters, this.log)
@@ -233,7 +237,7 @@ export async function readAgentConfigFile (path: string): Promise<Partial<AgentO
     if (!Array.isArray(o[k]) || !(o[k] as unknown[]).every((x) => typeof x === 'string')) throw new Error(`config file ${path}: "${k}" must be an array of strings`)
     return o[k] as string[]
   }
-  const known = new Set(['dataDir', 'clusterKey', 'listen', 'bootstrap', 'name', 'logLevel'])
+  const known = new Set(['dataDir', 'clusterKey', 'listen', 'bootstrap', 'name', 'logLevel', 'uploadRate', 'downloadRate'])
   for (const k of Object.keys(o)) if (!known.has(k)) throw new Error(`config file ${path}: unknown key "${k}" (known: ${[...known].join(', ')})`)
   const dataDir = str('dataDir'); if (dataDir !== undefined) out.dataDir = dataDir
   const key = str('clusterKey'); if (key !== undefined) out.clusterKeyPath = key
@@ -241,5 +245,7 @@ export async function readAgentConfigFile (path: string): Promise<Partial<AgentO
   const bootstrap = strs('bootstrap'); if (bootstrap !== undefined) out.bootstrap = bootstrap
   const name = str('name'); if (name !== undefined) out.name = name
   const level = str('logLevel'); if (level !== undefined) out.logLevel = level as LogLevel
+  const up = str('uploadRate'); if (up !== undefined) out.uploadRate = up
+  const down = str('downloadRate'); if (down !== undefined) out.downloadRate = down
   return out
 }

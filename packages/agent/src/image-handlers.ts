@@ -18,7 +18,7 @@ import { ControlError, type ControlHandler } from './control-server.js'
 const PROGRESS_MIN_INTERVAL_MS = 200
 
 /** Builds and starts the agent's swarm service; marks every manifest it already holds as complete. */
-export async function startSwarm (agent: Agent, rateLimits: RateLimits = rateLimitsFromEnv()): Promise<SwarmService> {
+export async function startSwarm (agent: Agent, rateLimits: RateLimits): Promise<SwarmService> {
   const swarm = new SwarmService({
     node: agent.node,
     store: agent.store,
@@ -63,9 +63,15 @@ export function bulkHostOf (listen: string[]): string {
   return '0.0.0.0'
 }
 
-/** VMESH_UPLOAD_RATE / VMESH_DOWNLOAD_RATE as tc-style rates (200mbit, 50MiB/s is not accepted). */
-export function rateLimitsFromEnv (env: NodeJS.ProcessEnv = process.env): RateLimits {
-  return { uploadBytesPerS: parseRate(env.VMESH_UPLOAD_RATE, 'VMESH_UPLOAD_RATE'), downloadBytesPerS: parseRate(env.VMESH_DOWNLOAD_RATE, 'VMESH_DOWNLOAD_RATE') }
+/**
+ * The swarm's caps: --upload-rate / --download-rate (or the config file's uploadRate /
+ * downloadRate), else VMESH_UPLOAD_RATE / VMESH_DOWNLOAD_RATE; tc-style rates (200mbit).
+ */
+export function rateLimitsOf (opts: { uploadRate?: string, downloadRate?: string }, env: NodeJS.ProcessEnv = process.env): RateLimits {
+  return {
+    uploadBytesPerS: opts.uploadRate !== undefined ? parseRate(opts.uploadRate, '--upload-rate') : parseRate(env.VMESH_UPLOAD_RATE, 'VMESH_UPLOAD_RATE'),
+    downloadBytesPerS: opts.downloadRate !== undefined ? parseRate(opts.downloadRate, '--download-rate') : parseRate(env.VMESH_DOWNLOAD_RATE, 'VMESH_DOWNLOAD_RATE')
+  }
 }
 
 /** "200mbit", "1gbit", "500kbit", "25000000" (bytes/s) -> bytes per second; empty -> 0 (unlimited). */

@@ -12,7 +12,7 @@ export const IMAGE_USAGE = `  vmesh image add FILE [--name NAME]          import
   vmesh image push ID|NAME --hosts all|N|H,.. send it to hosts through the swarm, a progress bar per host
   vmesh image ls [--json]                     images here and which hosts hold each completely
   vmesh image export ID|NAME --out FILE       write it back out, bit-identical
-      (an agent caps its swarm upload/download with VMESH_UPLOAD_RATE / VMESH_DOWNLOAD_RATE, e.g. 200mbit)
+      (an agent caps its swarm upload/download with --upload-rate / --download-rate, e.g. 200mbit)
 `
 
 export async function imageCommand (args: string[], out: NodeJS.WriteStream = process.stdout): Promise<number> {

@@ -22,7 +22,10 @@ Usage:
       --name NAME           host name in the cluster (default: hostname)
       --log-level LEVEL     debug, info, warn, error (default info)
       --accel kvm|tcg|auto  QEMU accelerator (default auto: KVM only where it really works)
-      --config FILE         JSON with the same settings (dataDir, clusterKey, listen, bootstrap, name, logLevel)
+      --upload-rate RATE    cap what the swarm sends from this host, e.g. 200mbit (default none)
+      --download-rate RATE  cap what the swarm receives on this host
+      --config FILE         JSON with the same settings (dataDir, clusterKey, listen, bootstrap,
+                            name, logLevel, uploadRate, downloadRate)
   vmesh members [--json] [--status S]        every host: status, load, memory, disk, I/O, VMs
   vmesh stats [--json]                       the agent's counters (rejected input, probes)
   vmesh shell                                interactive shell with live "watch"
@@ -134,7 +137,9 @@ async function agentCommand (args: string[]): Promise<number> {
       name: { type: 'string' },
       'log-level': { type: 'string' },
       config: { type: 'string' },
-      accel: { type: 'string' }
+      accel: { type: 'string' },
+      'upload-rate': { type: 'string' },
+      'download-rate': { type: 'string' }
     },
     strict: true
   })
@@ -149,7 +154,9 @@ async function agentCommand (args: string[]): Promise<number> {
     listen: values.listen ?? fromFile.listen,
     bootstrap: values.bootstrap ?? fromFile.bootstrap ?? [],
     name: values.name ?? fromFile.name,
-    logLevel: level
+    logLevel: level,
+    uploadRate: values['upload-rate'] ?? fromFile.uploadRate,
+    downloadRate: values['download-rate'] ?? fromFile.downloadRate
   }
   const accel = values.accel ?? 'auto'
   if (accel !== 'auto' && accel !== 'kvm' && accel !== 'tcg') throw new Error(`--accel ${accel}: use kvm, tcg or auto`)
