@@ -61,7 +61,7 @@ describe.skipIf(skipReason !== undefined)('vmesh snapshot ls / rm across three a
     await cluster.stop()
   }, 120_000)
 
-  it('ls, rm refused while clones run, rm after destroy frees the winners and keeps the source\'s layer', async () => {
+  it('ls, rm refused while clones run, rm after destroy frees the winners and keeps the source\'s layer until the source is destroyed', async () => {
     // ls from a host that holds nothing of it: one snapshot, its holders and every user.
     const third = agents.find((a) => a !== source && !clones.some((c) => c.host === a.name)) ?? agents[2]!
     const [snap] = await list(third)
@@ -116,5 +116,9 @@ describe.skipIf(skipReason !== undefined)('vmesh snapshot ls / rm across three a
     expect(forced.get(source.name)?.manifestRemoved).toBe(true)
     expect(existsSync(snapshotDir)).toBe(true)
     expect((await source.client.call({ vmConsole: { vm: 'web', tailBytes: 1024 } })).vmConsole?.text).toBeDefined()
+
+    // Once the source is destroyed, nothing uses that directory: it goes too.
+    await third.client.call({ vmDestroy: { vm: 'web' } })
+    expect(existsSync(snapshotDir)).toBe(false)
   }, 120_000)
 })

@@ -14,9 +14,10 @@ import { callHost } from './host-call.js'
 import { isMember } from './vm-handlers.js'
 import { assemblyDirName, COMPLETE_FILE, LOCAL_MANIFEST_FILE, parseVmSpec } from './vm-service.js'
 import {
-  checkHostResult, checkRemoveRequest, checkSnapshotList, isSnapshotId, mergeSnapshotLists, parseSnapshotName, resolveSnapshotRef, usersOf, vmFilePaths
+  checkHostResult, checkRemoveRequest, checkSnapshotList, isSnapshotId, mergeSnapshotLists, parseSnapshotName, resolveSnapshotRef, usersOf
 } from './snapshot-catalog.js'
 import type { HostResult, SnapshotEntry } from './snapshot-catalog.js'
+import { markRemoved, vmFiles, type VmFiles } from './snapshot-sweep.js'
 
 /** How long a host may take to list its snapshots, and to remove one (files, manifest, chunk GC). */
 const LIST_TIMEOUT_MS = 15_000
@@ -27,20 +28,6 @@ interface LocalSnapshot {
   entry: SnapshotEntry
   dirs: string[]
   hasManifest: boolean
-}
-
-interface VmFiles { name: string, paths: string[] }
-
-/** Every VM on this host with the files it uses, read from the state files (not the 5 s cache). */
-async function vmFiles (agent: Agent): Promise<VmFiles[]> {
-  const out: VmFiles[] = []
-  for (const name of await readdir(join(agent.opts.dataDir, 'vms')).catch(() => [] as string[])) {
-    try {
-      const state: unknown = JSON.parse(await readFile(join(agent.vms.driver.vmDir(name), 'state.json'), 'utf8'))
-      out.push({ name, paths: vmFilePaths(state) })
-    } catch { /* half-created or foreign directory: not a VM */ }
-  }
-  return out
 }
 
 async function isDir (path: string): Promise<boolean> {
@@ -134,7 +121,11 @@ async function removeHere (agent: Agent, manifestId: string, force: boolean): Pr
     result.inUseBy = s.entry.users.map((u) => u.vm)
     if (result.inUseBy.length > 0 && !force) return result
     for (const dir of s.dirs) {
-      if (usersOf(vms, [dir]).length > 0) continue
+      if (usersOf(vms, [dir]).length > 0) {
+        // Kept for the VMs that use it; deleted after the last of them is destroyed.
+        await markRemoved(dir)
+        continue
+      }
       const bytes = await diskUsage(dir)
       // The driver checks again that no VM uses the directory; a clone restored a moment ago stops it.
       await agent.vms.driver.deleteSnapshot(basename(dir))

@@ -1,6 +1,7 @@
 // Control API handlers for VMs. A request about a VM that runs on another host is forwarded to
 // that host's agent, so every command works from any peer.
 import type { Agent } from './agent.js'
+import { sweepRemovedSnapshots } from './snapshot-sweep.js'
 import { ControlError } from './control-server.js'
 import type { ControlContext, ControlHandler, ControlReply } from './control-server.js'
 import { forwardRequest } from './control-forward.js'
@@ -64,6 +65,7 @@ async function destroyClonesOf (agent: Agent, vm: string, ctx: ControlContext): 
       failed.push(`${v.name} on ${agent.name}: ${(err as Error).message}`)
     }
   }
+  if (destroyed.length > 0) await sweepRemovedSnapshots(agent)
   const fanOut = ctx.origin === 'local' || !isMember(agent, ctx.origin)
   if (!fanOut) return { vmDestroy: { destroyed, failed } }
   await Promise.all(agent.membership.view.others('alive').map(async (e) => {
@@ -157,6 +159,7 @@ export function vmHandlers (agent: Agent): Record<VmHandlerKind, ControlHandler>
       return await onVmHost(agent, ctx, vm, async () => await vms.exclusive(vm, async () => {
         try {
           await vms.driver.destroy(vm)
+          await sweepRemovedSnapshots(agent)
           return { vmDestroy: { destroyed: [vm] } }
         } catch (err) { return wrap(err) }
       }))
