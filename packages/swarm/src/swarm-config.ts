@@ -52,7 +52,11 @@ export interface SwarmConfig {
    * times); the budget caps what it costs: seed egress ≤ 1 + this fraction.
    * Off by default: measured at N=4, 200 mbit, the seed's upload is never idle before its last
    * hand-out, so the duplicates (2.7% of the image) only queued behind it and cost egress with
-   * no gain in time (1.143 vs 1.143 median time ratio, 3 runs each).
+   * no gain in time (1.143 vs 1.143 median time ratio, 3 runs each). Session 3 with 0.05: the
+   * same at N=4 (1.153 vs 1.154) for 1.05 egress, while a clone's push of 100 MiB to 3 hosts
+   * gained a little (bench-clone 8, 6 alternating pairs, each faster: median 1.555 vs 1.595,
+   * egress 1.02-1.03). A budget by target count rather than manifest size may suit both; not
+   * measured yet.
    */
   endgameFraction: number
 }
