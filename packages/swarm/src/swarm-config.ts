@@ -55,8 +55,8 @@ export interface SwarmConfig {
    * no gain in time (1.143 vs 1.143 median time ratio, 3 runs each). Session 3 with 0.05: the
    * same at N=4 (1.153 vs 1.154) for 1.05 egress, while a clone's push of 100 MiB to 3 hosts
    * gained a little (bench-clone 8, 6 alternating pairs, each faster: median 1.555 vs 1.595,
-   * egress 1.02-1.03). A budget by target count rather than manifest size may suit both; not
-   * measured yet.
+   * egress 1.02-1.03), but a budget of one duplicate per target then lost 4 of 4 pairs to none
+   * (1.53-1.61 vs 1.49-1.57): within this machine's noise either way.
    */
   endgameFraction: number
 }
