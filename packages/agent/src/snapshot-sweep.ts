@@ -30,12 +30,16 @@ export async function markRemoved (dir: string): Promise<void> {
 /** Deletes every marked snapshot directory no VM uses any more; returns the names deleted. */
 export async function sweepRemovedSnapshots (agent: Agent): Promise<string[]> {
   const root = agent.vms.snapshotsDir()
-  const vms = await vmFiles(agent)
-  const deleted: string[] = []
+  const marked: string[] = []
   for (const name of await readdir(root).catch(() => [] as string[])) {
-    const dir = join(root, name)
-    if (!(await stat(join(dir, REMOVED_FILE)).then(() => true, () => false))) continue
-    if (usersOf(vms, [dir]).length > 0) continue
+    if (await stat(join(root, name, REMOVED_FILE)).then(() => true, () => false)) marked.push(name)
+  }
+  const deleted: string[] = []
+  // Every destroy sweeps: the VMs' states are read only when some directory waits for it.
+  if (marked.length === 0) return deleted
+  const vms = await vmFiles(agent)
+  for (const name of marked) {
+    if (usersOf(vms, [join(root, name)]).length > 0) continue
     try {
       // The driver checks again that no VM uses it: a clone restored a moment ago stops it.
       await agent.vms.driver.deleteSnapshot(name)

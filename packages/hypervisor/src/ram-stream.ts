@@ -259,10 +259,7 @@ class MemoryFile {
   }
 
   private async completeChunk (index: number, start: number, buf: Buffer | undefined): Promise<void> {
-    if (buf !== undefined) {
-      let done = 0
-      while (done < buf.length) done += (await this.fd.write(buf, done, buf.length - done, start + done)).bytesWritten
-    }
+    if (buf !== undefined) await writeFully(this.fd, buf, start)
     await this.sink?.(this.name, this.size, index, buf ?? null)
   }
 
@@ -285,8 +282,7 @@ export async function splitRamStream (streamPath: string, memoryFiles: Record<st
   const mems = new Map<string, MemoryFile>()
   const result: RamStreamSplit = { dataPages: 0, zeroPages: 0, keptPages: 0, deviceStateBytes: 0 }
   const emit = async (b: Buffer): Promise<void> => {
-    let done = 0
-    while (done < b.length) done += (await out.write(b, done, b.length - done)).bytesWritten
+    await writeFully(out, b, null)
     result.deviceStateBytes += b.length
   }
   let reader: Reader | undefined
@@ -402,6 +398,12 @@ export async function splitRamStream (streamPath: string, memoryFiles: Record<st
       await m.fd.close().catch(() => {})
     }
   }
+}
+
+/** Writes all of `b` at `position` (null: at the file's current offset); a write may write less. */
+async function writeFully (fd: FileHandle, b: Buffer, position: number | null): Promise<void> {
+  let done = 0
+  while (done < b.length) done += (await fd.write(b, done, b.length - done, position === null ? null : position + done)).bytesWritten
 }
 
 function pageRecord (block: string, offset: number, flag: number, body: Buffer): Buffer {
