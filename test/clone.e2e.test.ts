@@ -42,7 +42,9 @@ describe.skipIf(skipReason !== undefined)('vmesh clone across three agents', () 
   let agents: TestAgent[] = []
 
   beforeAll(async () => {
-    agents = await cluster.startMany(3, 'k')
+    // Capped downloads make a transfer last about a second, as on a real link: long enough that
+    // the winners start their clones' QEMUs while the memory arrives (the path clones take in a rack).
+    agents = await cluster.startMany(3, 'k', { extraArgs: ['--download-rate', '300mbit'] })
     for (const a of agents) await waitFor(`${a.name} sees 3 alive`, async () => (await a.members()).filter((m) => m.status === 'alive').length === 3)
     const created = await agents[0]!.client.call({ vmCreate: { name: 'src', cpus: 1, memMib: 128 } })
     expect(created.vmCreate?.vm?.state).toBe('running')
@@ -68,6 +70,7 @@ describe.skipIf(skipReason !== undefined)('vmesh clone across three agents', () 
     expect(new Set(running.map((c) => c.name)).size).toBe(6)
     expect(new Set(running.map((c) => c.mac)).size).toBe(6)
     expect(progress.some((p) => p.startsWith('snapshot'))).toBe(true)
+    expect(progress.filter((p) => /starting \d+ clone\(s\) while the snapshot's memory arrives/.test(p)).length).toBeGreaterThan(0)
     expect(final.sourcePauseMs).toBeGreaterThan(0)
     // Adverts carry the new VMs to every agent within moments.
     await waitFor('every clone visible from a third agent', async () => (await vms(agents[2]!)).filter((v) => v.source === 'src' && v.state === 'running').length === 6, 20_000, 200)

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CounterWatch, counterValues, guestImage, QemuImg, VmDriver, type GuestImage, type Snapshot } from '@vmesh/hypervisor'
@@ -167,6 +167,40 @@ describe.skipIf(skipReason !== undefined)('hypervisor on real QEMU', () => {
     expect(srcView.output).not.toContain('c l o')
     expect(sha(guest.disk)).toBe(baseHash)
     expect(sha(snap.layers.find((l) => l.kind === 'disk-delta')!.path)).toBe(deltaHash)
+  })
+
+  it('starts a clone\'s QEMU before its memory file is written; once written, the clone continues the source', async () => {
+    // As on a winner: the memory file is in place at full size while its chunks still arrive.
+    const mem = snap.layers.find((l) => l.kind === 'memory')!
+    const arriving = join(dataDir, 'arriving-memory')
+    writeFileSync(arriving, '')
+    truncateSync(arriving, mem.size)
+    const early: Snapshot = { ...snap, layers: snap.layers.map((l) => (l === mem ? { ...l, path: arriving } : l)) }
+    const prepared = await driver.prepareRestore({ snapshot: early, name: 'clone-early', hostname: 'early-host' })
+    expect((await driver.list()).find((v) => v.name === 'clone-early')?.state).toBe('starting')
+    const from = openSync(mem.path, 'r')
+    const to = openSync(arriving, 'r+')
+    const buf = Buffer.alloc(1 << 20)
+    for (let at = 0; at < mem.size; at += buf.length) {
+      const n = readSync(from, buf, 0, buf.length, at)
+      if (buf.subarray(0, n).some((b) => b !== 0)) writeSync(to, buf, 0, n, at)
+    }
+    closeSync(from)
+    closeSync(to)
+    const r = await driver.finishRestore(prepared)
+    expect(r.vm.state).toBe('running')
+    expect((await driver.guest('clone-early').health()).hostname).toBe('early-host')
+    await sleep(600)
+    const first = counterValues(await driver.consoleLog('clone-early'))[0]
+    expect(first!).toBeGreaterThan(counterBefore)
+    expect(first!).toBeLessThanOrEqual(counterAfter + 1)
+
+    // One that will not run (its snapshot never arrived) leaves nothing behind.
+    const unwanted = await driver.prepareRestore({ snapshot: early, name: 'clone-unwanted' })
+    await driver.discardRestore(unwanted)
+    expect(alive(unwanted.state.pid)).toBe(false)
+    expect(existsSync(driver.vmDir('clone-unwanted'))).toBe(false)
+    await driver.destroy('clone-early')
   })
 
   it('hot-plugs a vCPU and memory that the guest brings online', async () => {

@@ -52,10 +52,10 @@ export class TestCluster {
   }
 
   /** Starts n agents; all but the first bootstrap from the first. */
-  async startMany (n: number, prefix = 'a'): Promise<TestAgent[]> {
-    const first = await this.start(`${prefix}0`)
+  async startMany (n: number, prefix = 'a', opts: { extraArgs?: string[] } = {}): Promise<TestAgent[]> {
+    const first = await this.start(`${prefix}0`, opts)
     const boot = await first.address()
-    const rest = await Promise.all(Array.from({ length: n - 1 }, async (_, i) => await this.start(`${prefix}${i + 1}`, { bootstrap: [boot] })))
+    const rest = await Promise.all(Array.from({ length: n - 1 }, async (_, i) => await this.start(`${prefix}${i + 1}`, { ...opts, bootstrap: [boot] })))
     return [first, ...rest]
   }
 

@@ -113,9 +113,10 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
     const plan: PlannedHost[] = election.assignments.map((a) => ({ a, names: pending.splice(0, a.count) }))
     for (const p of plan) await progress({ phase: 'reserve', host: p.a.host.name, state: 'done', message: `${p.a.host.name}: reserved ${p.a.count} clone(s)` })
 
-    // 3. Restore on each winner as soon as it holds the snapshot: the source host at once, the
-    // others the moment their transfer is done (not when the slowest one is). A winner whose
-    // transfer or restore fails has its clones put back in the queue for the next round.
+    // 3. Restore on each winner: the source host at once, the others the moment their transfer
+    // begins (a winner starts its clones' QEMUs on the snapshot's small layers, which come first,
+    // and runs them once the memory is complete; see clone-restore.ts). A winner whose transfer
+    // or restore fails has its clones put back in the queue for the next round.
     const restores: Array<Promise<void>> = []
     const started = new Set<PlannedHost>()
     const restoreOn = (p: PlannedHost): void => {
@@ -154,7 +155,7 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
             const t = r.transferProgress
             if (t == null) return
             void progress({ phase: 'transfer', host: t.hostName, state: t.state, bytesDone: t.bytesDone, bytesTotal: t.bytesTotal, rateBytesPerS: t.rateBytesPerS, etaMs: t.etaMs })
-            const p = t.state === 'done' ? byPeer.get(peerIdText(t.host) ?? '') : undefined
+            const p = t.state === 'transferring' || t.state === 'done' ? byPeer.get(peerIdText(t.host) ?? '') : undefined
             if (p !== undefined) restoreOn(p)
           }
         })).imagePush
@@ -165,6 +166,9 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
     for (const p of receivers) {
       const why = failed.get(p.a.host.peerId.toString())
       if (why === undefined) { restoreOn(p); continue }
+      // A restore already asked for fails on its own (the snapshot never completes there) and
+      // re-places its clones; a winner that got it after all runs them.
+      if (started.has(p)) { notes.push(`${p.a.host.name}: transfer failed (${why})`); continue }
       exclude.add(p.a.host.peerId.toString())
       pending.push(...p.names)
       notes.push(`${p.a.host.name}: transfer failed (${why}); its ${p.names.length} clone(s) re-placed`)

@@ -63,8 +63,11 @@ export class VmService {
   private cache: VmInfo[] = []
   private readonly locks = new Map<string, Promise<unknown>>()
   private timer: NodeJS.Timeout | undefined
-  /** Snapshots being received, assembled into files as their chunks arrive (by manifest id). */
-  private readonly assemblies = new Map<string, { assembly: ManifestAssembly, finished?: Promise<void> }>()
+  /**
+   * Snapshots being received, assembled into files as their chunks arrive (by manifest id).
+   * `outcome` resolves true once the files are complete, false if the assembly stopped.
+   */
+  private readonly assemblies = new Map<string, { assembly: ManifestAssembly, finished?: Promise<void>, outcome: Promise<boolean>, settle: (ok: boolean) => void }>()
 
   private constructor (readonly accel: AcceleratorChoice, private readonly deps: VmServiceDeps) {
     this.driver = new VmDriver({ dataDir: deps.dataDir, accel: accel.accel, log: (line) => { deps.log.info(line) } })
@@ -74,6 +77,12 @@ export class VmService {
     const accel = await detectAccelerator(deps.accel ?? 'auto')
     deps.log.info(`accelerator: ${accel.accel} (${accel.reason})`)
     const svc = new VmService(accel, deps)
+    // A clone left waiting for its snapshot by an agent that stopped: nobody will finish it.
+    for (const v of await svc.driver.list().catch(() => [])) {
+      if (v.state !== 'starting') continue
+      deps.log.warn(`vm ${v.name}: its restore did not finish before the agent stopped; removing it`)
+      await svc.driver.destroy(v.name).catch((err: Error) => { deps.log.warn(`vm ${v.name}: removing it failed: ${err.message}`) })
+    }
     await svc.refresh()
     svc.timer = setInterval(() => { void svc.refresh() }, REFRESH_MS)
     svc.timer.unref()
@@ -195,33 +204,34 @@ export class VmService {
     const local = await this.localSnapshot(manifestId, spec.snapshotId)
     if (local !== undefined) return local
     const dir = this.assemblyDir(manifestId)
-    const pathOf = (i: number): string => join(dir, `${i}-${manifest.layers[i]?.kind ?? ''}`)
     await this.assemblies.get(manifestId)?.finished?.catch(() => {})
     if (!(await exists(join(dir, COMPLETE_FILE)))) {
       await mkdir(dir, { recursive: true })
-      for (const [i, l] of manifest.layers.entries()) await materializeLayer(this.deps.store, l, pathOf(i))
+      for (const [i, l] of manifest.layers.entries()) await materializeLayer(this.deps.store, l, layerPath(dir, manifest, i))
       await writeFile(join(dir, COMPLETE_FILE), manifestId)
     }
-    const fileLayers = manifest.layers.map((l, i) => ({ l, i })).filter(({ l }) => l.kind !== 'vm-spec')
-    if (fileLayers.length !== spec.layers.length) throw new Error(`manifest ${manifestId.slice(0, 12)}: vm-spec lists ${spec.layers.length} layers, manifest has ${fileLayers.length}`)
-    return {
-      version: 1,
-      id: spec.snapshotId,
-      source: spec.source,
-      createdAt: new Date(manifest.createdAtMs).toISOString(),
-      accel: spec.accel,
-      machine: spec.machine,
-      layers: fileLayers.map(({ i }, k) => {
-        const s = spec.layers[k] as VmSpecLayer
-        return { kind: s.kind, id: s.id, format: s.format, size: s.size, path: pathOf(i) }
-      }),
-      pauseMs: 0,
-      downtimeMs: 0,
-      totalMs: 0,
-      precopyMs: 0,
-      method: spec.method === 'stopped' || spec.method === 'precopy' ? spec.method : 'background',
-      deviceState: spec.deviceState ?? 'ignore-shared'
-    }
+    return snapshotOf(manifestId, manifest, spec, dir)
+  }
+
+  /**
+   * A snapshot this host is receiving, usable before it is all here: resolves once every layer
+   * but memory is in its file and the memory files are in place (still being written; see
+   * VmDriver.prepareRestore), with `complete`, which says whether the rest arrived. Undefined
+   * when no assembly of that manifest is under way (it is complete, or not a VM snapshot).
+   */
+  async arrivingSnapshot (manifestId: string): Promise<{ snapshot: Snapshot, complete: Promise<boolean> } | undefined> {
+    const entry = this.assemblies.get(manifestId)
+    if (entry === undefined || entry.finished !== undefined) return undefined
+    const manifest = await this.deps.manifests.load(manifestId)
+    const memory = manifest.layers.flatMap((l, i) => (l.kind === 'memory' ? [i] : []))
+    const others = manifest.layers.flatMap((l, i) => (l.kind === 'memory' ? [] : [i]))
+    await entry.assembly.ready(others, memory)
+    const dir = this.assemblyDir(manifestId)
+    const specIndex = manifest.layers.findIndex((l) => l.kind === 'vm-spec')
+    const specPath = layerPath(dir, manifest, specIndex)
+    if ((await stat(specPath)).size > MAX_SPEC_BYTES) throw new Error(`vm-spec layer is larger than ${MAX_SPEC_BYTES} bytes`)
+    const spec = parseVmSpec(await readFile(specPath, 'utf8'))
+    return { snapshot: snapshotOf(manifestId, manifest, spec, dir), complete: entry.outcome }
   }
 
   /** The snapshot as the driver took it on this host, if it did and it is intact. */
@@ -250,9 +260,11 @@ export class VmService {
     if (await exists(join(dir, COMPLETE_FILE))) return
     await this.abortAssembly(manifestId)
     await mkdir(dir, { recursive: true })
-    const assembly = new ManifestAssembly(this.deps.store, manifest, manifest.layers.map((l, i) => join(dir, `${i}-${l.kind}`)))
+    const assembly = new ManifestAssembly(this.deps.store, manifest, manifest.layers.map((_, i) => layerPath(dir, manifest, i)))
     await assembly.open()
-    this.assemblies.set(manifestId, { assembly })
+    let settle!: (ok: boolean) => void
+    const outcome = new Promise<boolean>((resolve) => { settle = resolve })
+    this.assemblies.set(manifestId, { assembly, outcome, settle })
   }
 
   chunkArrived (manifestId: string, hash: string, data: Uint8Array): void {
@@ -268,8 +280,12 @@ export class VmService {
       .then(async () => {
         await writeFile(join(this.assemblyDir(manifestId), COMPLETE_FILE), manifestId)
         this.deps.log.info(`snapshot ${manifestId.slice(0, 12)}: files assembled during the transfer (${Date.now() - t0} ms to finish)`)
+        entry.settle(true)
       })
-      .catch((err: Error) => { this.deps.log.warn(`snapshot ${manifestId.slice(0, 12)}: assembling its files failed (${err.message}); they will be materialised from the store`) })
+      .catch((err: Error) => {
+        this.deps.log.warn(`snapshot ${manifestId.slice(0, 12)}: assembling its files failed (${err.message}); they will be materialised from the store`)
+        entry.settle(false)
+      })
       .finally(() => { if (this.assemblies.get(manifestId) === entry) this.assemblies.delete(manifestId) })
   }
 
@@ -279,6 +295,7 @@ export class VmService {
     this.assemblies.delete(manifestId)
     if (entry.finished !== undefined) await entry.finished
     else await entry.assembly.abort()
+    entry.settle(false)
   }
 
   private assemblyDir (manifestId: string): string {
@@ -315,5 +332,34 @@ export class VmService {
 
   snapshotsDir (): string {
     return join(this.deps.dataDir, 'snapshots')
+  }
+}
+
+/** Where layer `i` of a received snapshot goes in its directory. */
+function layerPath (dir: string, manifest: Manifest, i: number): string {
+  return join(dir, `${i}-${manifest.layers[i]?.kind ?? ''}`)
+}
+
+/** A received snapshot as the driver takes it: the vm-spec's layers, at their files in `dir`. */
+function snapshotOf (manifestId: string, manifest: Manifest, spec: VmSpec, dir: string): Snapshot {
+  const fileLayers = manifest.layers.map((l, i) => ({ l, i })).filter(({ l }) => l.kind !== 'vm-spec')
+  if (fileLayers.length !== spec.layers.length) throw new Error(`manifest ${manifestId.slice(0, 12)}: vm-spec lists ${spec.layers.length} layers, manifest has ${fileLayers.length}`)
+  return {
+    version: 1,
+    id: spec.snapshotId,
+    source: spec.source,
+    createdAt: new Date(manifest.createdAtMs).toISOString(),
+    accel: spec.accel,
+    machine: spec.machine,
+    layers: fileLayers.map(({ i }, k) => {
+      const s = spec.layers[k] as VmSpecLayer
+      return { kind: s.kind, id: s.id, format: s.format, size: s.size, path: layerPath(dir, manifest, i) }
+    }),
+    pauseMs: 0,
+    downtimeMs: 0,
+    totalMs: 0,
+    precopyMs: 0,
+    method: spec.method === 'stopped' || spec.method === 'precopy' ? spec.method : 'background',
+    deviceState: spec.deviceState ?? 'ignore-shared'
   }
 }

@@ -5,7 +5,7 @@ export type { Accelerator, AcceleratorChoice, AcceleratorProbe } from './acceler
 export { VmDriver, parseSnapshot } from './vm-driver.js'
 export { precopyUnsafeReason } from './precopy-safety.js'
 export type { QemuVersion } from './precopy-safety.js'
-export type { VmDriverOptions, CreateOptions, Snapshot, SnapshotLayer, SnapshotOptions, LayerKind, RestoreOptions, RestoreResult, VmInfo, HotplugRequest } from './vm-driver.js'
+export type { VmDriverOptions, CreateOptions, Snapshot, SnapshotLayer, SnapshotOptions, LayerKind, RestoreOptions, RestoreResult, PreparedRestore, VmInfo, HotplugRequest } from './vm-driver.js'
 export { GuestChannel, parseHealth } from './guest-channel.js'
 export type { GuestHealth, RunResult } from './guest-channel.js'
 export { guestImage, defaultGuestDir } from './guest-image.js'

@@ -129,6 +129,16 @@ export interface RestoreOptions {
   mac?: string
 }
 
+/** A clone whose QEMU waits for its device state (VmDriver.prepareRestore). */
+export interface PreparedRestore {
+  readonly name: string
+  readonly options: RestoreOptions
+  readonly state: VmState
+  readonly deviceStatePath: string
+  /** QEMU start to its QMP prompt, counted in the restore time. */
+  readonly launchMs: number
+}
+
 export interface RestoreResult {
   vm: VmInfo
   /** QEMU start to guest running again (memory mapped, device state loaded). */
@@ -140,7 +150,8 @@ export interface RestoreResult {
 export interface VmInfo {
   name: string
   hostname: string
-  state: 'running' | 'stopped'
+  /** starting: restored, its QEMU waiting for the snapshot to arrive (prepareRestore). */
+  state: 'running' | 'starting' | 'stopped'
   pid: number
   accel: Accelerator
   /** Snapshot id this VM was restored from. */
@@ -450,10 +461,32 @@ export class VmDriver {
 
   /** Starts a clone from snapshot layers (any paths), with its own name, hostname, MAC and vmgenid. */
   async restore(o: RestoreOptions): Promise<RestoreResult> {
-    return this.serial(o.name, () => this.restoreUnlocked(o))
+    return await this.finishRestore(await this.prepareRestore(o))
   }
 
-  private async restoreUnlocked(o: RestoreOptions): Promise<RestoreResult> {
+  /**
+   * The first half of a restore: checks the snapshot's files, creates the clone's overlay and
+   * starts its QEMU waiting for the device state (-incoming defer), listed as "starting". The
+   * memory files must be in place at full size but may still be being written: the clone maps
+   * them privately and touches none of their pages before finishRestore, and until a page is
+   * touched the mapping shows what the file holds. So a winner starts its clones' QEMUs while
+   * the memory still arrives. finishRestore or discardRestore must follow.
+   */
+  async prepareRestore(o: RestoreOptions): Promise<PreparedRestore> {
+    return this.serial(o.name, () => this.prepareRestoreUnlocked(o))
+  }
+
+  /** The second half: loads the device state (the memory files are complete by now), runs the clone, gives it its identity. */
+  async finishRestore(p: PreparedRestore): Promise<RestoreResult> {
+    return this.serial(p.name, () => this.finishRestoreUnlocked(p))
+  }
+
+  /** A prepared clone that will not run (its snapshot never arrived): stops its QEMU and removes it. */
+  async discardRestore(p: PreparedRestore): Promise<void> {
+    await this.serial(p.name, () => this.discard(new VmLayout(this.dataDir, p.name), p.state.pid))
+  }
+
+  private async prepareRestoreUnlocked(o: RestoreOptions): Promise<PreparedRestore> {
     const layout = new VmLayout(this.dataDir, o.name)
     const snap = o.snapshot
     if (snap.version !== 1) throw new Error(`snapshot ${snap.id}: unsupported version ${String(snap.version)}`)
@@ -478,7 +511,8 @@ export class VmDriver {
       ...newVmState({ name: o.name, hostname: o.hostname ?? o.name, accel: this.accel, activeOverlay: layout.overlay(0), spec }, randomUUID()),
       source: snap.id,
       sourceVm: snap.source,
-      ramFiles: files
+      ramFiles: files,
+      starting: true
     }
     await mkdir(layout.dir, { recursive: true })
     try {
@@ -489,24 +523,43 @@ export class VmDriver {
       await writeState(layout.state, state)
       const q = await this.qmp(o.name)
       await q.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: snap.deviceState !== 'ram-stripped' }] })
-      await q.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(devState.path)}` })
+      return { name: o.name, options: o, state, deviceStatePath: devState.path, launchMs: performance.now() - t0 }
+    } catch (err) {
+      throw await this.failedRestore(o.name, snap.id, layout, state, err as Error)
+    }
+  }
+
+  private async finishRestoreUnlocked(p: PreparedRestore): Promise<RestoreResult> {
+    const { name, state, options: o } = p
+    const layout = new VmLayout(this.dataDir, name)
+    try {
+      const t0 = performance.now()
+      const q = await this.qmp(name)
+      await q.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(p.deviceStatePath)}` })
       // The device state was saved by a paused relay, so the clone comes up paused: its NICs go
       // silent before the guest runs a single instruction with the source's MAC.
       const paused = await this.waitIncoming(q, 60_000)
-      for (const nic of spec.nics) await q.execute('set_link', { name: nic.id, up: false })
+      for (const nic of state.spec.nics) await q.execute('set_link', { name: nic.id, up: false })
       if (paused) await q.execute('cont')
-      const restoreMs = round(performance.now() - t0)
+      delete state.starting
+      await writeState(layout.state, state)
+      const restoreMs = round(p.launchMs + performance.now() - t0)
       const t1 = performance.now()
-      await this.giveIdentity(o.name, layout, state, o.mac)
+      await this.giveIdentity(name, layout, state, o.mac)
       const identityMs = round(performance.now() - t1)
-      this.log(`vm ${o.name}: restored from ${snap.id} in ${restoreMs} ms, identity in ${identityMs} ms`)
+      this.log(`vm ${name}: restored from ${o.snapshot.id} in ${restoreMs} ms, identity in ${identityMs} ms`)
       return { vm: await this.info(state, true), restoreMs, identityMs }
     } catch (err) {
-      const dead = state.pid !== 0 && !(await isOurQemu(state.pid, layout.dir))
-      const tail = dead ? (await readFile(layout.console, 'utf8').catch(() => '')).trim().split('\n').slice(-8).join(' | ') : ''
-      await this.discard(layout, state.pid)
-      throw new Error(`restore of ${o.name} from ${snap.id} failed: ${(err as Error).message}${dead ? `; QEMU exited, console ends with: ${tail || '(empty)'}` : ''}`)
+      throw await this.failedRestore(name, o.snapshot.id, layout, state, err as Error)
     }
+  }
+
+  /** Removes a clone whose restore failed; the error says why, with QEMU's last words if it died. */
+  private async failedRestore(name: string, snapshotId: string, layout: VmLayout, state: VmState, err: Error): Promise<Error> {
+    const dead = state.pid !== 0 && !(await isOurQemu(state.pid, layout.dir))
+    const tail = dead ? (await readFile(layout.console, 'utf8').catch(() => '')).trim().split('\n').slice(-8).join(' | ') : ''
+    await this.discard(layout, state.pid)
+    return new Error(`restore of ${name} from ${snapshotId} failed: ${err.message}${dead ? `; QEMU exited, console ends with: ${tail || '(empty)'}` : ''}`)
   }
 
   /**
@@ -909,7 +962,7 @@ export class VmDriver {
     const info: VmInfo = {
       name: state.name,
       hostname: state.hostname,
-      state: alive ? 'running' : 'stopped',
+      state: alive ? (state.starting === true ? 'starting' : 'running') : 'stopped',
       pid: state.pid,
       accel: state.accel,
       cpus: totalCpus(state.spec),

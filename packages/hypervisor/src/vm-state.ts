@@ -22,6 +22,8 @@ export interface VmState {
   activeOverlay: string
   /** RAM files a clone maps privately (kept so a restart uses the same files); absent: anonymous RAM. */
   ramFiles?: Record<string, string>
+  /** Set while a clone's QEMU waits for the snapshot's device state (VmDriver.prepareRestore). */
+  starting?: boolean
   spec: MachineSpec
 }
 

@@ -1,5 +1,5 @@
 import { describe, it, expect, afterEach } from 'vitest'
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -66,6 +66,44 @@ describe('ManifestAssembly', () => {
     await asm.open()
     await expect(asm.finish()).rejects.toThrow()
     expect((await readdir(dir)).filter((n) => n.startsWith('x') || n.includes('.tmp'))).toEqual([])
+  })
+
+  it('ready() puts the layers asked for in place before the rest arrives, and finish() completes the others', async () => {
+    const { dir, store, manifest, files } = await fixture()
+    const empty = await ChunkStore.open({ dir: join(dir, 'empty') })
+    const out = [join(dir, 'r0'), join(dir, 'r1')]
+    const asm = new ManifestAssembly(empty, manifest, out)
+    await asm.open()
+    let ready = false
+    const readying = asm.ready([1], [0]).then(() => { ready = true })
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(ready).toBe(false) // the spec chunk has not arrived, and the store does not hold it
+    const spec = manifest.layers[1]!.chunks[0]!
+    asm.put(spec, await store.readVerified(spec))
+    await readying
+    expect((await readFile(out[1]!)).equals(files[1]!)).toBe(true)
+    expect((await stat(out[0]!)).size).toBe(files[0]!.length) // in place at full size, still being written
+    for (const h of manifest.layers[0]!.chunks) if (h !== null) asm.put(h, await store.readVerified(h))
+    await asm.finish()
+    expect((await readFile(out[0]!)).equals(files[0]!)).toBe(true)
+    expect((await readdir(dir)).filter((n) => n.endsWith('.tmp'))).toEqual([])
+  })
+
+  it('ready() copies in what the store already holds, and rejects once the assembly is aborted', async () => {
+    const { dir, store, manifest, files } = await fixture()
+    const asm = new ManifestAssembly(store, manifest, [join(dir, 'q0'), join(dir, 'q1')])
+    await asm.open()
+    await asm.ready([1])
+    expect((await readFile(join(dir, 'q1'))).equals(files[1]!)).toBe(true)
+    const empty = await ChunkStore.open({ dir: join(dir, 'empty') })
+    const waiting = new ManifestAssembly(empty, manifest, [join(dir, 'w0'), join(dir, 'w1')])
+    await waiting.open()
+    const readying = waiting.ready([0], [1])
+    await waiting.abort()
+    await expect(readying).rejects.toThrow(/aborted/)
+    expect((await readdir(dir)).filter((n) => n.startsWith('w'))).toEqual([])
+    await asm.abort()
+    expect((await readdir(dir)).filter((n) => n.startsWith('q'))).toEqual([])
   })
 
   it('abort removes the temp files', async () => {

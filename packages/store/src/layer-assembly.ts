@@ -16,7 +16,13 @@ interface Place { layer: number, offset: number, length: number }
 export class ManifestAssembly {
   /** Where each distinct chunk goes: a chunk may repeat within and across layers. */
   private readonly places = new Map<Hash, Place[]>()
+  /** Chunks queued for writing (or written); onDisk: those whose writes are done. */
   private readonly written = new Set<Hash>()
+  private readonly onDisk = new Set<Hash>()
+  /** Layers renamed into place ahead of finish() (ready()). */
+  private readonly placed = new Set<number>()
+  /** ready() calls waiting for writes to finish. */
+  private readonly waiters = new Set<() => void>()
   private readonly temps: string[]
   private files: FileHandle[] = []
   /** Writes run one after another; an error stops the assembly (finish() rethrows it). */
@@ -63,14 +69,58 @@ export class ManifestAssembly {
     const places = this.places.get(hash)
     if (places === undefined || places.some((p) => p.length !== data.byteLength)) return
     this.written.add(hash)
+    this.enqueue(hash, places, async () => data)
+  }
+
+  private enqueue (hash: Hash, places: Place[], bytes: () => Promise<Uint8Array>): void {
     this.queue = this.queue.then(async () => {
       if (this.failure !== undefined || this.state !== 'open') return
       try {
-        for (const p of places) await writeAll(this.files[p.layer] as FileHandle, data, p.offset)
+        const data = await bytes()
+        for (const p of places) {
+          if (data.byteLength !== p.length) throw new Error(`chunk ${hash.slice(0, 16)}… has ${data.byteLength} bytes, its place needs ${p.length}`)
+          await writeAll(this.files[p.layer] as FileHandle, data, p.offset)
+        }
+        this.onDisk.add(hash)
       } catch (err) {
         this.failure = err as Error
       }
+      this.wake()
     })
+  }
+
+  private wake (): void {
+    for (const w of this.waiters) w()
+    this.waiters.clear()
+  }
+
+  /**
+   * Some layers before the rest: resolves once every chunk of the layers `complete` is written
+   * (chunks the store held before are copied in now) and their files, and those of `early`, are
+   * renamed into place. The `early` files are still being written: their users must wait for
+   * finish(). A winner of a clone starts QEMU on a snapshot's disk and boot files, with the
+   * memory file mapped, while the memory still arrives. Rejects if the assembly fails or stops.
+   */
+  async ready (complete: number[], early: number[] = []): Promise<void> {
+    if (this.state !== 'open') throw new Error(`assembly is ${this.state}`)
+    const needed = new Set<Hash>()
+    for (const li of complete) for (const h of this.manifest.layers[li]?.chunks ?? []) if (h !== null) needed.add(h)
+    for (const h of needed) {
+      if (this.written.has(h) || !this.store.has(h)) continue
+      this.written.add(h)
+      this.enqueue(h, this.places.get(h) as Place[], async () => await this.store.readVerified(h))
+    }
+    for (;;) {
+      if (this.failure !== undefined) throw this.failure
+      if (this.state !== 'open') throw new Error(`assembly is ${this.state}`)
+      if ([...needed].every((h) => this.onDisk.has(h))) break
+      await new Promise<void>((resolve) => this.waiters.add(resolve))
+    }
+    for (const li of [...complete, ...early]) {
+      if (this.placed.has(li) || this.temps[li] === undefined) continue
+      await rename(this.temps[li], this.paths[li] as string)
+      this.placed.add(li)
+    }
   }
 
   /**
@@ -84,17 +134,16 @@ export class ManifestAssembly {
       if (this.failure !== undefined) throw this.failure
       for (const [hash, places] of this.places) {
         if (this.written.has(hash)) continue
-        const data = await this.store.readVerified(hash)
-        for (const p of places) {
-          if (data.byteLength !== p.length) throw new Error(`chunk ${hash.slice(0, 16)}… has ${data.byteLength} bytes, its place needs ${p.length}`)
-          await writeAll(this.files[p.layer] as FileHandle, data, p.offset)
-        }
         this.written.add(hash)
+        this.enqueue(hash, places, async () => await this.store.readVerified(hash))
       }
+      await this.queue
+      if (this.failure !== undefined) throw this.failure
       for (const fd of this.files) await fd.close()
       this.files = []
-      for (const [i, tmp] of this.temps.entries()) await rename(tmp, this.paths[i] as string)
+      for (const [i, tmp] of this.temps.entries()) if (!this.placed.has(i)) await rename(tmp, this.paths[i] as string)
       this.state = 'finished'
+      this.wake()
     } catch (err) {
       await this.abort()
       throw err
@@ -108,7 +157,8 @@ export class ManifestAssembly {
     await this.queue.catch(() => {})
     for (const fd of this.files) await fd.close().catch(() => {})
     this.files = []
-    for (const tmp of this.temps) await unlink(tmp).catch(() => {})
+    for (const [i, tmp] of this.temps.entries()) await unlink(this.placed.has(i) ? this.paths[i] as string : tmp).catch(() => {})
+    this.wake()
   }
 
   /** Chunks written so far (distinct), for progress and tests. */

@@ -101,6 +101,9 @@ export class ChunkPull {
     info.chunks.forEach((c, i) => {
       if (ctx.store.has(c.hash)) { this.have.set(i); this.bytesDone += c.size } else this.todo.push(i)
     })
+    // What the seeds hand out first, relays are asked for first too (see ManifestInfo.first).
+    const first = new Set(info.first)
+    this.todo = [...this.todo.filter((i) => first.has(i)), ...this.todo.filter((i) => !first.has(i))]
     for (const p of peers) if (p.id !== ctx.selfId) this.links.push(new Link(p, n))
     // The first seed (the pushing host when it holds the image) hands chunks out; other seeds
     // (hosts that already hold the whole image) are asked for chunks by index, like targets, so

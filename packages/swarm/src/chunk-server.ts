@@ -84,7 +84,7 @@ class ChunkLinkServer {
     pullerHave: Bitfield
   ) {
     this.announced = new Bitfield(info.chunks.length)
-    const h = ctx.handout(info.id, sessionId, info.chunks.length)
+    const h = ctx.handout(info, sessionId)
     this.handout = h.handout
     this.releaseHandout = h.release
     this.handout.join(remote, pullerHave)

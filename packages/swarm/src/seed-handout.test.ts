@@ -18,6 +18,16 @@ describe('seed hand-out', () => {
     expect(h.handedOut).toBe(6)
   })
 
+  it('hands out the chunks listed first before the others, then goes on from its offset', () => {
+    const h = new SeedHandout(8, Date.now, 0, 0.5, [6, 1])
+    h.join('a', empty(8))
+    h.join('b', Bitfield.from(8, [6]))
+    expect(h.next('a')).toBe(1)
+    expect(h.next('a')).toBe(4)
+    expect([h.next('b'), h.next('b'), h.next('b'), h.next('b'), h.next('b')]).toEqual([5, 7, 0, 2, 3])
+    expect(h.next('b')).toBeUndefined()
+  })
+
   it('a puller that asks more often gets more chunks (no static stripes to fall behind on)', () => {
     const h = new SeedHandout(100)
     h.join('fast', empty(100))

@@ -1,7 +1,8 @@
 // A seed's hand-out state for one push (manifest + session): which chunks each live puller holds,
 // and which chunks are on their way to whom. Asked for a "fresh" chunk, the seed sends the lowest
 // chunk that the asker lacks, that no live puller holds, and that is not already on its way to a
-// live puller. Consequences, by construction:
+// live puller (looking first among `first`, the chunks the pullers need before the rest).
+// Consequences, by construction:
 //   - the seed sends each chunk once while its receiver lives (egress ≈ 1x for any N);
 //   - a target that downloads faster asks more often and gets more chunks to relay (no static
 //     stripes to fall behind on);
@@ -42,8 +43,9 @@ export class SeedHandout {
   /**
    * @param endgameChunks duplicates the end game may send in all (0: none)
    * @param startFraction where in [0, 1) of the chunk list this seed starts handing out
+   * @param first chunks to hand out before any other (indices below count)
    */
-  constructor (readonly count: number, private readonly now: () => number = Date.now, readonly endgameChunks = 0, startFraction = 0) {
+  constructor (readonly count: number, private readonly now: () => number = Date.now, readonly endgameChunks = 0, startFraction = 0, private readonly first: readonly number[] = []) {
     this.held = new Uint16Array(count)
     this.offset = count === 0 ? 0 : Math.min(count - 1, Math.floor(Math.max(0, Math.min(1, startFraction)) * count))
   }
@@ -92,16 +94,20 @@ export class SeedHandout {
     const p = this.pullers.get(peer)
     if (p === undefined || !p.live) return undefined
     const now = this.now()
-    for (let k = 0; k < this.count; k++) {
-      const i = (this.offset + k) % this.count
-      if ((this.held[i] as number) > 0 || p.have.has(i)) continue
+    const fresh = (i: number): boolean => {
+      if ((this.held[i] as number) > 0 || p.have.has(i)) return false
       const w = this.onItsWay.get(i)
-      if (w !== undefined && now - w.atMs < HANDOUT_TIMEOUT_MS) continue
-      this.onItsWay.set(i, { peer, atMs: now })
-      this.handedOut++
-      return i
+      return w === undefined || now - w.atMs >= HANDOUT_TIMEOUT_MS
     }
-    return this.endgame(p, peer, now)
+    let pick = this.first.find((i) => i < this.count && fresh(i))
+    for (let k = 0; pick === undefined && k < this.count; k++) {
+      const i = (this.offset + k) % this.count
+      if (fresh(i)) pick = i
+    }
+    if (pick === undefined) return this.endgame(p, peer, now)
+    this.onItsWay.set(pick, { peer, atMs: now })
+    this.handedOut++
+    return pick
   }
 
   /** Nothing new: the rarest chunk the asker lacks (and is not already being sent), if budget remains. */

@@ -31,17 +31,30 @@ export interface ManifestInfo {
   /** Largest chunk, to bound replies. */
   maxChunkBytes: number
   storedBytes: number
+  /**
+   * Indices to send before the others: the chunks of every layer but memory. They are a few MiB
+   * of a VM snapshot (disks, kernel, device state, spec) and all a winner needs to start its
+   * clones' QEMUs, which it then does while the memory, most of the bytes, still streams in.
+   */
+  first: number[]
 }
 
 export function manifestInfo (id: string, encoded: Uint8Array, manifest = decodeManifest(encoded)): ManifestInfo {
   const chunks = manifestChunks(manifest)
+  const index = new Map(chunks.map((c, i) => [c.hash, i]))
+  const first = new Set<number>()
+  for (const layer of manifest.layers) {
+    if (layer.kind === 'memory') continue
+    for (const h of layer.chunks) if (h !== null) first.add(index.get(h) as number)
+  }
   return {
     id,
     encoded,
     manifest,
     chunks,
     maxChunkBytes: chunks.reduce((m, c) => Math.max(m, c.size), 0),
-    storedBytes: chunks.reduce((n, c) => n + c.size, 0)
+    storedBytes: chunks.reduce((n, c) => n + c.size, 0),
+    first: [...first].sort((a, b) => a - b)
   }
 }
 
@@ -95,11 +108,12 @@ export class SwarmContext {
   }
 
   /** The hand-out state of a push, shared by the links of its pullers; release() when a link ends. */
-  handout (manifestId: string, sessionId: string, count: number): { handout: SeedHandout, release: () => void } {
-    const key = `${manifestId}/${sessionId}`
+  handout (info: ManifestInfo, sessionId: string): { handout: SeedHandout, release: () => void } {
+    const key = `${info.id}/${sessionId}`
+    const count = info.chunks.length
     let entry = this.handouts.get(key)
     if (entry === undefined) {
-      entry = { handout: new SeedHandout(count, Date.now, Math.floor(count * this.config.endgameFraction), startFractionOf(this.selfId)), links: 0 }
+      entry = { handout: new SeedHandout(count, Date.now, Math.floor(count * this.config.endgameFraction), startFractionOf(this.selfId), info.first), links: 0 }
       this.handouts.set(key, entry)
     }
     entry.links++
