@@ -13,4 +13,9 @@ describe('manifest info', () => {
     expect(info.chunks.map((c) => c.hash[0])).toEqual(['a', 'b', 'c', 'd'])
     expect(info.first).toEqual([0, 1, 3])
   })
+
+  it('puts nothing first when no layer is memory (an image): every seed starts at its own offset', () => {
+    const m = createManifest({ name: 'image', layers: [layer('disk-base', [h('a'), h('b')])] })
+    expect(manifestInfo(h('0'), encodeManifest(m), m).first).toEqual([])
+  })
 })

@@ -54,7 +54,8 @@ export function manifestInfo (id: string, encoded: Uint8Array, manifest = decode
     chunks,
     maxChunkBytes: chunks.reduce((m, c) => Math.max(m, c.size), 0),
     storedBytes: chunks.reduce((n, c) => n + c.size, 0),
-    first: [...first].sort((a, b) => a - b)
+    // All of them (an image has no memory) is none: each seed then starts at its own offset.
+    first: first.size < chunks.length ? [...first].sort((a, b) => a - b) : []
   }
 }
 
