@@ -59,7 +59,8 @@ describe('advert signing and validation', () => {
     ['empty name', { name: '' }],
     ['huge name', { name: 'x'.repeat(1000) }],
     ['too many addresses', { addrs: Array.from({ length: 100 }, () => multiaddr('/ip4/1.2.3.4/tcp/1').bytes) }],
-    ['garbage address', { addrs: [randomBytes(20)] }],
+    // Not random bytes: those decode as a valid multiaddr now and then (a flaky test).
+    ['garbage address', { addrs: [Uint8Array.from([0xff, 0xff, 0xff, 0x7f, 1, 2, 3])] }],
     ['future version', { version: 99 }],
     ['too many VMs', { vms: Array.from({ length: 2000 }, (_, i) => ({ name: `vm${i}`, cpus: 1, memMib: 1 })) }],
     ['absurd VM', { vms: [{ name: 'vm', cpus: 1_000_000, memMib: 1 }] }]
