@@ -82,16 +82,12 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
   const progress = async (p: vmesh.v1.CloneProgress.$Properties): Promise<void> => { await ctx.send({ cloneProgress: p }).catch(() => {}) }
   const notes: string[] = []
 
-  // 1. Live snapshot on the source host.
-  await progress({ phase: 'snapshot', host: source.host.name, state: 'running', message: `snapshotting ${vm} on ${source.host.name}` })
-  const snap = (await callHost(agent, source.host, { vmSnapshot: { vm } }, { signal: ctx.signal })).vmSnapshot
-  const manifestId = snap?.manifestId ?? ''
-  if (snap == null || manifestId === '') throw new ControlError('SNAPSHOT_FAILED', `${source.host.name} returned no snapshot`)
-  const snapshotBytes = (snap.layers ?? []).reduce((s, l) => s + Number(l.size ?? 0), 0)
-  const pauseMs = snap.pauseMs ?? 0
-  await progress({ phase: 'snapshot', host: source.host.name, state: 'done', message: `snapshot ${manifestId.slice(0, 12)}: ${(snapshotBytes / 1048576).toFixed(0)} MiB, source paused ${pauseMs.toFixed(1)} ms` })
-
-  const task: CloneTask = { cpus: source.cpus, memMiB: source.memMiB, diskBytes: snapshotBytes, manifestId }
+  // The snapshot is taken after the election, streamed to the winners while it is taken (the
+  // first round); until it exists, bids count its size from the VM's memory.
+  let manifestId = ''
+  let snapshotBytes = 0
+  let pauseMs = 0
+  const estimateBytes = source.memMiB * 1048576
   let pending = cloneNames(vm, req.count, allVmNames(agent))
   const results: vmesh.v1.CloneResult.$Properties[] = []
   const exclude = new Set<string>()
@@ -99,7 +95,8 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
   let transferMs = 0
 
   for (let round = 1; round <= MAX_ROUNDS && pending.length > 0 && !ctx.signal.aborted; round++) {
-    // 2. Election with reservations.
+    // 1. Election with reservations.
+    const task: CloneTask = { cpus: source.cpus, memMiB: source.memMiB, diskBytes: manifestId === '' ? estimateBytes : snapshotBytes, manifestId }
     await progress({ phase: round === 1 ? 'elect' : 'replan', state: 'running', message: `electing hosts for ${pending.length} clone(s)` })
     const election = await elector.elect(task, pending.length, { policy, partial: req.partial || round > 1, exclude, signal: ctx.signal })
     notes.push(...election.reasons)
@@ -113,14 +110,15 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
     const plan: PlannedHost[] = election.assignments.map((a) => ({ a, names: pending.splice(0, a.count) }))
     for (const p of plan) await progress({ phase: 'reserve', host: p.a.host.name, state: 'done', message: `${p.a.host.name}: reserved ${p.a.count} clone(s)` })
 
-    // 3. Restore on each winner: the source host at once, the others the moment their transfer
-    // begins (a winner starts its clones' QEMUs on the snapshot's small layers, which come first,
-    // and runs them once the memory is complete; see clone-restore.ts). A winner whose transfer
-    // or restore fails has its clones put back in the queue for the next round.
+    // 2. Restore on each winner: the source host once the snapshot exists, the others the moment
+    // their transfer begins (a winner starts its clones' QEMUs on the snapshot's small layers,
+    // which come first, and runs them once the memory is complete; see clone-restore.ts). A
+    // winner whose transfer or restore fails has its clones put back in the queue for the next round.
     const restores: Array<Promise<void>> = []
     const started = new Set<PlannedHost>()
+    const transferring = new Set<PlannedHost>()
     const restoreOn = (p: PlannedHost): void => {
-      if (started.has(p)) return
+      if (started.has(p) || manifestId === '') return
       started.add(p)
       restores.push((async () => {
         const { a, names } = p
@@ -141,28 +139,57 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
       })())
     }
     const isSource = (p: PlannedHost): boolean => p.a.host.peerId.equals(source.host.peerId)
-    for (const p of plan) if (isSource(p)) restoreOn(p)
-
-    // 4. Transfer from the source to every other winner at once (the swarm makes it one upload).
-    const tTransfer = Date.now()
     const receivers = plan.filter((p) => !isSource(p))
     const byPeer = new Map(receivers.map((p) => [p.a.host.peerId.toString(), p]))
-    const push = receivers.length === 0
-      ? undefined
-      : (await callHost(agent, source.host, { imagePush: { ref: manifestId, hosts: receivers.map((p) => p.a.host.peerId.toString()).join(',') } }, {
+    const onTransfer = (t: vmesh.v1.ITransferProgress): void => {
+      void progress({ phase: 'transfer', host: t.hostName, state: t.state, bytesDone: t.bytesDone, bytesTotal: t.bytesTotal, rateBytesPerS: t.rateBytesPerS, etaMs: t.etaMs })
+      const p = t.state === 'transferring' || t.state === 'done' ? byPeer.get(peerIdText(t.host) ?? '') : undefined
+      if (p !== undefined) { transferring.add(p); restoreOn(p) }
+    }
+    const snapshotReady = (snap: vmesh.v1.IVmSnapshotReply): void => {
+      if (manifestId !== '' || snap.manifestId == null || snap.manifestId === '') return
+      manifestId = snap.manifestId
+      snapshotBytes = (snap.layers ?? []).reduce((n, l) => n + Number(l.size ?? 0), 0)
+      pauseMs = snap.pauseMs ?? 0
+      void progress({ phase: 'snapshot', host: source.host.name, state: 'done', message: `snapshot ${manifestId.slice(0, 12)}: ${(snapshotBytes / 1048576).toFixed(0)} MiB, source paused ${pauseMs.toFixed(1)} ms` })
+      for (const p of plan) if (isSource(p) || transferring.has(p)) restoreOn(p)
+    }
+
+    // 3. Transfer from the source to every other winner at once (the swarm makes it one upload):
+    // in the first round while the snapshot is taken, after that the snapshot as it is.
+    const tTransfer = Date.now()
+    const hosts = receivers.map((p) => p.a.host.peerId.toString()).join(',')
+    let push: vmesh.v1.IImagePushReply | null | undefined
+    if (manifestId === '') {
+      await progress({ phase: 'snapshot', host: source.host.name, state: 'running', message: `snapshotting ${vm} on ${source.host.name}${receivers.length > 0 ? `, streaming it to ${receivers.length} host(s) as it is taken` : ''}` })
+      let snap: vmesh.v1.IVmSnapshotReply | null | undefined
+      try {
+        snap = (await callHost(agent, source.host, { vmSnapshot: { vm, pushTo: hosts } }, {
           signal: ctx.signal,
           onProgress: (r) => {
-            const t = r.transferProgress
-            if (t == null) return
-            void progress({ phase: 'transfer', host: t.hostName, state: t.state, bytesDone: t.bytesDone, bytesTotal: t.bytesTotal, rateBytesPerS: t.rateBytesPerS, etaMs: t.etaMs })
-            const p = t.state === 'transferring' || t.state === 'done' ? byPeer.get(peerIdText(t.host) ?? '') : undefined
-            if (p !== undefined) restoreOn(p)
+            if (r.vmSnapshot != null) snapshotReady(r.vmSnapshot)
+            if (r.transferProgress != null) onTransfer(r.transferProgress)
           }
-        })).imagePush
+        })).vmSnapshot
+      } catch (err) {
+        for (const p of plan) if (!started.has(p)) await elector.release(p.a).catch(() => {})
+        await Promise.all(restores)
+        throw new ControlError('SNAPSHOT_FAILED', `snapshot of ${vm} on ${source.host.name} failed: ${(err as Error).message}`)
+      }
+      if (snap == null || (snap.manifestId ?? '') === '') throw new ControlError('SNAPSHOT_FAILED', `${source.host.name} returned no snapshot`)
+      snapshotReady(snap)
+      push = receivers.length > 0 ? snap.push : undefined
+    } else if (receivers.length > 0) {
+      push = (await callHost(agent, source.host, { imagePush: { ref: manifestId, hosts } }, {
+        signal: ctx.signal,
+        onProgress: (r) => { if (r.transferProgress != null) onTransfer(r.transferProgress) }
+      })).imagePush
+    }
     transferMs += Date.now() - tTransfer
     egress += Number(push?.sourceEgressBytes ?? 0)
     const failed = new Map<string, string>()
     for (const h of push?.hosts ?? []) if (h.state !== 'done') failed.set(peerIdText(h.host) ?? '', h.error != null && h.error !== '' ? h.error : (h.state ?? 'failed'))
+    for (const p of plan) if (isSource(p)) restoreOn(p)
     for (const p of receivers) {
       const why = failed.get(p.a.host.peerId.toString())
       if (why === undefined) { restoreOn(p); continue }

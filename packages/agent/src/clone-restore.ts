@@ -14,6 +14,8 @@ const MAX_CLONES_PER_REQUEST = 64
 const VM_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/
 /** While the snapshot arrives (and no assembly says when it is done): how often to look. */
 const ARRIVAL_POLL_MS = 100
+/** While a live push's manifest is on its way: how often to look. */
+const SEAL_POLL_MS = 20
 
 type CloneResult = vmesh.v1.CloneResult.$Properties
 
@@ -65,6 +67,9 @@ async function restoreClones (agent: Agent, ctx: ControlContext, id: string, nam
 async function startWhileArriving (agent: Agent, ctx: ControlContext, id: string, names: string[],
   progress: (p: vmesh.v1.CloneProgress.$Properties) => Promise<void>): Promise<CloneResult[] | undefined> {
   const t0 = Date.now()
+  // Asked while a live push brings the snapshot: its manifest comes with the push's seal, which
+  // the clone's coordinator may have heard of a moment before this host.
+  while (agent.swarm.mayBringSoon(id) && !ctx.signal.aborted) await new Promise((resolve) => setTimeout(resolve, SEAL_POLL_MS))
   const arriving = await agent.vms.arrivingSnapshot(id).catch((err: Error) => {
     agent.log.warn(`clone restore: snapshot ${id.slice(0, 12)} could not be used before it arrived (${err.message}); waiting for all of it`)
     return undefined

@@ -9,10 +9,10 @@ import {
   createManifest, importLayer, isComplete, manifestBytes, manifestStoredBytes, materializeLayer, missingBytes, formatBytes,
   ImageCatalogue, ManifestNotFoundError, QuotaExceededError, type Manifest
 } from '@vmesh/store'
-import { SwarmService, type HostProgress, type PushTarget, type RateLimits } from '@vmesh/swarm'
+import { SwarmService, type HostProgress, type PushResult, type PushTarget, type RateLimits } from '@vmesh/swarm'
 import type { vmesh } from '@vmesh/wire'
 import type { Agent } from './agent.js'
-import { ControlError, type ControlHandler } from './control-server.js'
+import { ControlError, type ControlContext, type ControlHandler } from './control-server.js'
 
 /** Progress replies for one host are sent at most this often (state changes always go out). */
 const PROGRESS_MIN_INTERVAL_MS = 200
@@ -133,23 +133,8 @@ export function imageHandlers (agent: Agent): Record<'imageAdd' | 'imageList' | 
       if (!isComplete(agent.store, manifest) && seeds.length === 0) {
         throw new ControlError('INCOMPLETE', `this host (${agent.name}) lacks ${formatBytes(missingBytes(agent.store, manifest))} of ${req?.ref ?? id} and no other host advertises all of it; push from a host that holds it (vmesh image ls)`)
       }
-      const lastSent = new Map<string, { at: number, state: string }>()
-      const send = (p: HostProgress): void => {
-        const prev = lastSent.get(p.host)
-        const now = Date.now()
-        if (prev !== undefined && prev.state === p.state && now - prev.at < PROGRESS_MIN_INTERVAL_MS) return
-        lastSent.set(p.host, { at: now, state: p.state })
-        ctx.send({ transferProgress: progressMessage(p) }).catch(() => {})
-      }
-      const result = await agent.swarm.push(id, targets, { signal: ctx.signal, onProgress: send, seeds })
-      return {
-        imagePush: {
-          id,
-          hosts: result.hosts.map(progressMessage),
-          sourceEgressBytes: result.sourceEgressBytes,
-          elapsedMs: result.elapsedMs
-        }
-      }
+      const result = await agent.swarm.push(id, targets, { signal: ctx.signal, onProgress: transferProgressSender(ctx), seeds })
+      return { imagePush: pushReply(id, result) }
     },
 
     imageExport: async (ctx) => {
@@ -165,6 +150,22 @@ export function imageHandlers (agent: Agent): Record<'imageAdd' | 'imageList' | 
       return { imageExport: { id, path: out, bytes: layer.size } }
     }
   }
+}
+
+/** Sends a push's per-host progress to the caller: state changes at once, the rest at most every 200 ms per host. */
+export function transferProgressSender (ctx: ControlContext): (p: HostProgress) => void {
+  const lastSent = new Map<string, { at: number, state: string }>()
+  return (p) => {
+    const prev = lastSent.get(p.host)
+    const now = Date.now()
+    if (prev !== undefined && prev.state === p.state && now - prev.at < PROGRESS_MIN_INTERVAL_MS) return
+    lastSent.set(p.host, { at: now, state: p.state })
+    ctx.send({ transferProgress: progressMessage(p) }).catch(() => {})
+  }
+}
+
+export function pushReply (id: string, result: PushResult): vmesh.v1.ImagePushReply.$Properties {
+  return { id, hosts: result.hosts.map(progressMessage), sourceEgressBytes: result.sourceEgressBytes, elapsedMs: result.elapsedMs }
 }
 
 function progressMessage (p: HostProgress): vmesh.v1.TransferProgress.$Properties {

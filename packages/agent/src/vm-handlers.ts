@@ -2,6 +2,8 @@
 // that host's agent, so every command works from any peer.
 import type { Agent } from './agent.js'
 import { sweepRemovedSnapshots } from './snapshot-sweep.js'
+import { snapshotAndPush, snapshotReply } from './snapshot-push.js'
+import { chooseTargets } from './image-handlers.js'
 import { ControlError } from './control-server.js'
 import type { ControlContext, ControlHandler, ControlReply } from './control-server.js'
 import { forwardRequest } from './control-forward.js'
@@ -9,6 +11,7 @@ import { callHost } from './host-call.js'
 import { locateVm } from './vm-locate.js'
 import type { vmesh } from '@vmesh/wire'
 import type { VmInfo } from '@vmesh/hypervisor'
+import type { PushTarget } from '@vmesh/swarm'
 
 const VM_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/
 const LIMITS = { maxCpus: 64, minMemMiB: 64, maxMemMiB: 1024 * 1024, consoleMaxBytes: 1024 * 1024, consoleDefaultBytes: 64 * 1024 }
@@ -136,19 +139,15 @@ export function vmHandlers (agent: Agent): Record<VmHandlerKind, ControlHandler>
 
     vmSnapshot: async (ctx) => {
       const vm = checkName(ctx.request.vmSnapshot?.vm)
+      const pushTo = ctx.request.vmSnapshot?.pushTo ?? ''
+      if (pushTo !== '') {
+        return await onVmHost(agent, ctx, vm, async () => {
+          try { return await snapshotAndPush(agent, ctx, vm, pushTargets(agent, pushTo)) } catch (err) { return wrap(err) }
+        })
+      }
       return await onVmHost(agent, ctx, vm, async () => await vms.exclusive(vm, async () => {
         try {
-          const { snapshot: snap, id, layers } = await vms.snapshot(vm)
-          return {
-            vmSnapshot: {
-              snapshotId: snap.id,
-              manifestId: id,
-              pauseMs: snap.pauseMs,
-              downtimeMs: snap.downtimeMs,
-              totalMs: snap.totalMs,
-              layers: layers.map((l) => ({ kind: l.kind, size: l.size }))
-            }
-          }
+          return { vmSnapshot: snapshotReply(await vms.snapshot(vm)) }
         } catch (err) { return wrap(err) }
       }))
     },
@@ -190,4 +189,12 @@ export function vmHandlers (agent: Agent): Record<VmHandlerKind, ControlHandler>
       })
     }
   }
+}
+
+/** A snapshot's push_to: peer ids of hosts in the cluster, never this one. */
+function pushTargets (agent: Agent, spec: string): PushTarget[] {
+  if (spec.length > 64 * 1024) throw new ControlError('BAD_REQUEST', 'push_to is too long')
+  const targets = chooseTargets(agent, '', spec)
+  if (targets.length === 0) throw new ControlError('BAD_REQUEST', 'push_to names no host but this one')
+  return targets
 }

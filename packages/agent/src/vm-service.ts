@@ -45,6 +45,11 @@ export function parseVmSpec (text: string): VmSpec {
   return j as VmSpec
 }
 
+/** Where a snapshot's chunks are named as they are stored: a live push (SwarmService.pushLive). */
+export interface SnapshotSink {
+  announce: (chunks: Array<{ hash: string, size: number, data?: Uint8Array }>, opts?: { first?: boolean }) => void
+}
+
 /** How often the VM list is re-read, so a VM that died on its own shows as stopped. */
 const REFRESH_MS = 5000
 
@@ -140,7 +145,7 @@ export class VmService {
    * stored chunk by chunk while the driver splits QEMU's stream (LayerBuilder), so the import
    * after the snapshot has only the small layers left (disk delta, device state, boot files).
    */
-  async snapshot (vm: string): Promise<{ snapshot: Snapshot, id: string, layers: Layer[] }> {
+  async snapshot (vm: string, live?: SnapshotSink): Promise<{ snapshot: Snapshot, id: string, layers: Layer[] }> {
     const hold = this.deps.store.hold()
     const builders = new Map<string, LayerBuilder>()
     try {
@@ -149,11 +154,12 @@ export class VmService {
         onMemoryChunk: async (block, size, index, data) => {
           let b = builders.get(block)
           if (b === undefined) { b = new LayerBuilder(this.deps.store, 'memory', block, size, hold); builders.set(block, b) }
-          await b.put(index, data)
+          const hash = await b.put(index, data)
+          if (hash !== null && data !== null) live?.announce([{ hash, size: data.length, data }])
         }
       })
       const streamed = snapshot.deviceState === 'ram-stripped' ? builders : new Map<string, LayerBuilder>()
-      const { id, layers } = await this.importSnapshot(snapshot, streamed, hold)
+      const { id, layers } = await this.importSnapshot(snapshot, streamed, hold, live)
       return { snapshot, id, layers }
     } finally {
       for (const b of builders.values()) await b.abort().catch(() => {})
@@ -166,21 +172,30 @@ export class VmService {
    * (the virtual hardware and which layer is which) so a host that receives the manifest can
    * restore clones from it alone.
    */
-  async importSnapshot (snap: Snapshot, streamed = new Map<string, LayerBuilder>(), heldBy?: ChunkHold): Promise<{ id: string, layers: Layer[] }> {
+  async importSnapshot (snap: Snapshot, streamed = new Map<string, LayerBuilder>(), heldBy?: ChunkHold, live?: SnapshotSink): Promise<{ id: string, layers: Layer[] }> {
     const hold = heldBy ?? this.deps.store.hold()
+    // Chunks of a layer read from its file are durable in the store when importLayer returns.
+    const announce = (layer: Layer): void => {
+      const sizes = layer.chunks.map((h, i) => ({ h, size: Math.min(layer.chunkSize, layer.size - i * layer.chunkSize) }))
+      live?.announce(sizes.flatMap(({ h, size }) => (h === null ? [] : [{ hash: h, size }])), { first: layer.kind !== 'memory' })
+    }
     try {
       const layers: Layer[] = []
       const specLayers: VmSpecLayer[] = []
       for (const l of snap.layers) {
         // Memory already stored while the stream was split: only its description is left to finish.
         const built = l.kind === 'memory' ? streamed.get(l.id ?? '') : undefined
-        layers.push(built !== undefined ? await built.finish() : await importLayer(this.deps.store, l.path, l.kind, { name: l.id ?? l.kind, hold }))
+        const layer = built !== undefined ? await built.finish() : await importLayer(this.deps.store, l.path, l.kind, { name: l.id ?? l.kind, hold })
+        if (built === undefined) announce(layer)
+        layers.push(layer)
         specLayers.push({ kind: l.kind, id: l.id, format: l.format, size: l.size })
       }
       const spec: VmSpec = { version: 1, snapshotId: snap.id, source: snap.source, accel: snap.accel, machine: snap.machine, layers: specLayers, method: snap.method, deviceState: snap.deviceState }
       const specPath = join(this.snapshotsDir(), snap.id, 'vm-spec.json')
       await writeFile(specPath, JSON.stringify(spec))
-      layers.push(await importLayer(this.deps.store, specPath, 'vm-spec', { name: 'vm-spec', hold }))
+      const specLayer = await importLayer(this.deps.store, specPath, 'vm-spec', { name: 'vm-spec', hold })
+      announce(specLayer)
+      layers.push(specLayer)
       const id = await this.deps.manifests.save(createManifest({ name: `${snap.source}@${snap.id}`, layers }))
       // Clones started on this host use the snapshot's own files: no copy out of the store.
       await writeFile(join(this.snapshotsDir(), snap.id, LOCAL_MANIFEST_FILE), id)

@@ -19,21 +19,24 @@ export class LayerBuilder {
     this.writer = store.writer()
   }
 
-  /** Chunk `index` of the layer; `bytes` null (or all zero) for a zero chunk. Each index once. */
-  async put (index: number, bytes: Uint8Array | null): Promise<void> {
+  /**
+   * Chunk `index` of the layer; `bytes` null (or all zero) for a zero chunk. Each index once.
+   * Returns the chunk's hash (null for a zero chunk) once it is queued for the store.
+   */
+  async put (index: number, bytes: Uint8Array | null): Promise<Hash | null> {
     if (!Number.isInteger(index) || index < 0 || index >= this.chunks.length) throw new RangeError(`chunk ${index} is outside layer ${this.name} (${this.chunks.length} chunks)`)
     if (this.chunks[index] !== undefined) throw new Error(`chunk ${index} of layer ${this.name} was given twice`)
     const want = chunkLength(this.size, this.chunkSize, index)
     if (bytes !== null && bytes.byteLength !== want) throw new RangeError(`chunk ${index} of layer ${this.name} has ${bytes.byteLength} bytes, expected ${want}`)
-    if (bytes === null || isAllZero(bytes)) {
-      this.chunks[index] = null
-    } else {
-      const hash = createHash('sha256').update(bytes).digest('hex')
-      this.chunks[index] = hash
+    let hash: Hash | null = null
+    if (bytes !== null && !isAllZero(bytes)) {
+      hash = createHash('sha256').update(bytes).digest('hex')
       this.hold.add(hash)
       await this.writer.add(hash, bytes)
     }
+    this.chunks[index] = hash
     this.filled++
+    return hash
   }
 
   /** Every chunk given: the chunks are durable, and the layer is described. */

@@ -12,7 +12,7 @@
 import type { Connection, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { streamChannel, type MessageChannel } from '@vmesh/wire'
-import { sha256 } from '@vmesh/store'
+import { sha256, type ChunkHold } from '@vmesh/store'
 import { DurableQueue } from './durable-queue.js'
 import { Bitfield } from './bitfield.js'
 import { acceptBulkOffer } from './bulk-offer.js'
@@ -65,7 +65,11 @@ export class ChunkPull {
   readonly have: Bitfield
   bytesDone = 0
   bytesFetched = 0
-  readonly bytesTotal: number
+  bytesTotal: number
+  /** Chunks of the table held (a live push's table grows: see announced()). */
+  private heldCount = 0
+  /** A live push's chunks are in no saved manifest until it is sealed: kept from GC until the end. */
+  private readonly gcHold: ChunkHold | undefined
   /** What happened, for the log line at the end: chunks from seeds and relays, seeds' "none" answers, stalls. */
   readonly stats = { fromSeeds: 0, fromRelays: 0, none: 0, stalls: 0, corrupt: 0, linkFailures: 0, writeWaitMs: 0 }
   private todo: number[] = []
@@ -95,15 +99,11 @@ export class ChunkPull {
 
   constructor (private readonly ctx: SwarmContext, readonly info: ManifestInfo, peers: PullPeer[], private readonly sessionId: Uint8Array,
     private readonly onChunk?: (manifestId: string, hash: string, data: Uint8Array) => void) {
-    const n = info.chunks.length
+    const n = info.capacity
     this.have = new Bitfield(n)
-    this.bytesTotal = info.storedBytes
-    info.chunks.forEach((c, i) => {
-      if (ctx.store.has(c.hash)) { this.have.set(i); this.bytesDone += c.size } else this.todo.push(i)
-    })
-    // What the seeds hand out first, relays are asked for first too (see ManifestInfo.first).
-    const first = new Set(info.first)
-    this.todo = [...this.todo.filter((i) => first.has(i)), ...this.todo.filter((i) => !first.has(i))]
+    this.gcHold = info.liveSession !== undefined ? ctx.store.hold() : undefined
+    this.bytesTotal = 0
+    this.addChunks(0)
     for (const p of peers) if (p.id !== ctx.selfId) this.links.push(new Link(p, n))
     // The first seed (the pushing host when it holds the image) hands chunks out; other seeds
     // (hosts that already hold the whole image) are asked for chunks by index, like targets, so
@@ -119,7 +119,34 @@ export class ChunkPull {
   }
 
   get complete (): boolean {
-    return this.have.full
+    return this.info.sealed && this.heldCount === this.info.chunks.length
+  }
+
+  /** Chunks from index `from` on are new in the table: held already, or to fetch. */
+  private addChunks (from: number): void {
+    const { info, ctx } = this
+    const fresh: number[] = []
+    for (let i = from; i < info.chunks.length; i++) {
+      const c = info.chunks[i] as { hash: string, size: number }
+      this.bytesTotal += c.size
+      if (ctx.store.has(c.hash) || ctx.pending.has(c.hash)) {
+        this.gcHold?.add(c.hash)
+        if (this.have.set(i)) { this.heldCount++; this.bytesDone += c.size }
+      } else fresh.push(i)
+    }
+    // What the seeds hand out first, relays are asked for first too (see ManifestInfo.first).
+    const first = new Set(info.first)
+    this.todo.push(...fresh.filter((i) => first.has(i)), ...fresh.filter((i) => !first.has(i)))
+  }
+
+  /**
+   * A live push's table grew (announced chunks from index `from` on) or was sealed: fetch what
+   * is new, and finish if that was all.
+   */
+  announced (from: number): void {
+    if (this.finished) return
+    this.addChunks(from)
+    if (this.started && !this.checkDone()) this.schedule()
   }
 
   /** Whether it finished or was stopped. */
@@ -147,6 +174,7 @@ export class ChunkPull {
 
   private finish (): void {
     this.finished = true
+    this.gcHold?.release()
     if (this.tick !== undefined) clearInterval(this.tick)
     for (const t of this.timers) clearTimeout(t)
     this.timers.clear()
@@ -156,7 +184,7 @@ export class ChunkPull {
   /** Done once every chunk arrived verified and the last of them is durable in the store. */
   private checkDone (): boolean {
     if (this.finished || this.flushing) return true
-    if (!this.have.full) return false
+    if (!this.complete) return false
     this.flushing = true
     this.durable.flush().then(() => {
       if (this.finished) return
@@ -199,7 +227,8 @@ export class ChunkPull {
       const stream = await conn.newStream(CHUNK_PROTOCOL, { signal: opening.signal })
       const ch = streamChannel(stream, swarmLimits.linkFrameBytes)
       link.ch = ch
-      await ch.send(encodeLink({ open: { version: SWARM_VERSION, manifestId: Buffer.from(info.id, 'hex'), sessionId: this.sessionId, have: this.have.encode() } }))
+      const live = info.liveSession !== undefined
+      await ch.send(encodeLink({ open: { version: SWARM_VERSION, manifestId: live ? new Uint8Array(0) : Buffer.from(info.id, 'hex'), sessionId: this.sessionId, have: this.have.encode(), live } }))
       const frame = await ch.recv(LINK_TIMEOUT_MS)
       opening.clear()
       if (frame === undefined) throw new Error('the peer closed the link without answering')
@@ -207,8 +236,8 @@ export class ChunkPull {
       if (f.body === 'error' && f.error != null) throw new Error(`${f.error.code}: ${(f.error.message ?? '').slice(0, swarmLimits.maxErrorChars)}`)
       const accept = f.accept
       if (f.body !== 'accept' || accept == null) throw new SwarmProtocolError('link_accept', `expected accept, got ${f.body ?? 'nothing'}`)
-      if (checkChunkCount(accept.chunkCount ?? 0) !== info.chunks.length) throw new SwarmProtocolError('chunk_count', `peer counts ${accept.chunkCount} chunks, the manifest has ${info.chunks.length}`)
-      link.have = decodeHave(accept.have ?? new Uint8Array(0), info.chunks.length)
+      if (checkChunkCount(accept.chunkCount ?? 0) !== info.capacity) throw new SwarmProtocolError('chunk_count', `peer counts ${accept.chunkCount} chunks, the manifest has ${info.capacity}`)
+      link.have = decodeHave(accept.have ?? new Uint8Array(0), info.capacity)
       link.bulk = await acceptBulkOffer(accept.bulkOffer ?? new Uint8Array(0), { localPeer: ctx.selfId, remotePeer: link.peer.id, host: ipOf(conn.remoteAddr) })
       if (this.finished) { void this.closeLink(link); return }
       link.state = 'open'
@@ -267,7 +296,7 @@ export class ChunkPull {
         if (frame === undefined) break
         const f = decodeLinkFrame(frame)
         if (f.body !== 'have' || f.have == null) throw new SwarmProtocolError('link_frame', `unexpected ${f.body ?? 'empty'} frame on an open link`)
-        for (const i of checkIndices(f.have.indices ?? [], this.info.chunks.length, swarmLimits.maxHaveUpdate, 'have update')) link.have.set(i)
+        for (const i of checkIndices(f.have.indices ?? [], this.info.capacity, swarmLimits.maxHaveUpdate, 'have update')) link.have.set(i)
         this.schedule()
       }
       if (link.ch === ch && link.state === 'open' && !this.finished) this.linkDown(link, new Error('the peer closed the link'))
@@ -332,16 +361,19 @@ export class ChunkPull {
       }
       if (this.have.has(index)) return
       const waitFrom = Date.now()
+      this.gcHold?.add(chunk.hash)
       await this.durable.add(chunk.hash, data)
       this.stats.writeWaitMs += Date.now() - waitFrom
       if (this.have.set(index)) {
+        this.heldCount++
         this.bytesDone += chunk.size
         this.bytesFetched += chunk.size
         this.heldSinceCompact++
         ctx.counters.inc('swarm.fetched_bytes', chunk.size)
       }
       ctx.cache.addVerified(chunk.hash, data)
-      this.onChunk?.(info.id, chunk.hash, data)
+      // A live push's chunks have no manifest to name until it is sealed (see sealLivePull).
+      if (info.sealed) this.onChunk?.(info.manifestId, chunk.hash, data)
       this.lastProgressAt = Date.now()
       ctx.hub.emit('gained', info.id, index)
       this.tellSeeds(index)

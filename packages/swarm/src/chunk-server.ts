@@ -29,24 +29,30 @@ export async function serveChunkLink (ctx: SwarmContext, stream: Stream, connect
     const open = f.open
     if (f.body !== 'open' || open == null) throw new SwarmProtocolError('link_first', `a chunk link must start with open, got ${f.body ?? 'nothing'}`)
     if (open.version !== SWARM_VERSION) throw new SwarmProtocolError('version', `swarm version ${open.version} is not supported (this agent speaks ${SWARM_VERSION})`)
-    const manifestId = open.manifestId ?? new Uint8Array(0)
-    if (manifestId.length !== 32) throw new SwarmProtocolError('manifest_id', 'manifest id must be 32 bytes')
-    const id = Buffer.from(manifestId).toString('hex')
-    if (!isHash(id) || !(await ctx.manifests.has(id))) {
-      await ch.send(encodeLink({ error: { code: 'NOT_FOUND', message: `this host has no manifest ${id.slice(0, 16)}…` } }))
-      await ch.close().catch(() => {})
-      return
-    }
-    info = await ctx.info(id)
     const session = open.sessionId ?? new Uint8Array(0)
     if (session.length !== swarmLimits.sessionIdBytes) throw new SwarmProtocolError('session_id', `session id must be ${swarmLimits.sessionIdBytes} bytes`)
     sessionId = Buffer.from(session).toString('hex')
-    pullerHave = decodeHave(open.have ?? new Uint8Array(0), info.chunks.length)
+    const found = open.live === true ? ctx.live.get(sessionId) : await knownManifest(ctx, open.manifestId ?? new Uint8Array(0))
+    if (found === undefined) {
+      const what = open.live === true ? `live push ${sessionId.slice(0, 8)}` : `manifest ${Buffer.from(open.manifestId ?? []).toString('hex').slice(0, 16)}…`
+      await ch.send(encodeLink({ error: { code: 'NOT_FOUND', message: `this host takes no part in ${what}` } }))
+      await ch.close().catch(() => {})
+      return
+    }
+    info = found
+    pullerHave = decodeHave(open.have ?? new Uint8Array(0), info.capacity)
   } catch (err) {
     rejectLink(ctx, ch, err, remote)
     return
   }
   await new ChunkLinkServer(ctx, ch, info, remote, sessionId, pullerHave).run()
+}
+
+async function knownManifest (ctx: SwarmContext, manifestId: Uint8Array): Promise<ManifestInfo | undefined> {
+  if (manifestId.length !== 32) throw new SwarmProtocolError('manifest_id', 'manifest id must be 32 bytes')
+  const id = Buffer.from(manifestId).toString('hex')
+  if (!isHash(id) || !(await ctx.manifests.has(id))) return undefined
+  return await ctx.info(id)
 }
 
 function rejectLink (ctx: SwarmContext, ch: MessageChannel, err: unknown, remote: string): void {
@@ -83,7 +89,7 @@ class ChunkLinkServer {
     sessionId: string,
     pullerHave: Bitfield
   ) {
-    this.announced = new Bitfield(info.chunks.length)
+    this.announced = new Bitfield(info.capacity)
     const h = ctx.handout(info, sessionId)
     this.handout = h.handout
     this.releaseHandout = h.release
@@ -98,7 +104,7 @@ class ChunkLinkServer {
     try {
       info.chunks.forEach((c, i) => { if (ctx.store.has(c.hash) || ctx.pending.has(c.hash)) this.announced.set(i) })
       const { offer, channel } = createBulkOffer(ctx.listener, { localPeer: ctx.selfId, remotePeer: this.remote })
-      await this.ch.send(encodeLink({ accept: { have: this.announced.encode(), chunkCount: info.chunks.length, bulkOffer: offer } }))
+      await this.ch.send(encodeLink({ accept: { have: this.announced.encode(), chunkCount: info.capacity, bulkOffer: offer } }))
       bulk = await channel
       // The stream ending (puller gone) ends the link too.
       let finished = false
@@ -130,7 +136,7 @@ class ChunkLinkServer {
       if (frame === undefined) return
       const f = decodeLinkFrame(frame)
       if (f.body !== 'have' || f.have == null) throw new SwarmProtocolError('link_frame', `unexpected ${f.body ?? 'empty'} frame from a puller`)
-      this.handout.gained(this.remote, checkIndices(f.have.indices ?? [], this.info.chunks.length, swarmLimits.maxHaveUpdate, 'have update'))
+      this.handout.gained(this.remote, checkIndices(f.have.indices ?? [], this.info.capacity, swarmLimits.maxHaveUpdate, 'have update'))
     }
   }
 
@@ -148,7 +154,7 @@ class ChunkLinkServer {
 
   private async serve (bulk: BulkChannel): Promise<void> {
     const { ctx, info } = this
-    const parser = new RequestParser(info.chunks.length)
+    const parser = new RequestParser(info.capacity)
     for await (const piece of bulk) {
       for (const req of parser.push(piece)) {
         for (const i of req.indices) await this.send(bulk, i)
@@ -164,9 +170,9 @@ class ChunkLinkServer {
 
   private async send (bulk: BulkChannel, i: number): Promise<void> {
     const { ctx, info } = this
-    const chunk = info.chunks[i] as { hash: string, size: number }
-    const bytes = await ctx.readChunk(chunk.hash)
-    if (bytes === undefined || bytes.length !== chunk.size) {
+    const chunk = info.chunks[i]
+    const bytes = chunk === undefined ? undefined : await ctx.readChunk(chunk.hash)
+    if (chunk === undefined || bytes === undefined || bytes.length !== chunk.size) {
       ctx.counters.inc('swarm.served_missing')
       await bulk.write(encodeReplyHeader(i, 0, true))
       return

@@ -15,7 +15,7 @@ export type { CreateBulkOfferOptions, AcceptBulkOfferOptions, BulkOfferHandle, D
 
 // The swarm transfer: seeds upload each chunk about once, targets relay to each other.
 export { SwarmService } from './swarm-service.js'
-export type { SwarmServiceOptions, PushTarget, PushOptions, PushResult } from './swarm-service.js'
+export type { SwarmServiceOptions, PushTarget, PushOptions, PushResult, LivePush } from './swarm-service.js'
 export { DEFAULT_SWARM_CONFIG } from './swarm-config.js'
 export type { SwarmConfig, RateLimits } from './swarm-config.js'
 export type { CounterSink, SwarmLog } from './swarm-context.js'

@@ -44,8 +44,10 @@ export class SeedHandout {
    * @param endgameChunks duplicates the end game may send in all (0: none)
    * @param startFraction where in [0, 1) of the chunk list this seed starts handing out
    * @param first chunks to hand out before any other (indices below count)
+   * @param available how many chunks (from index 0) exist yet: a live push's table grows
    */
-  constructor (readonly count: number, private readonly now: () => number = Date.now, readonly endgameChunks = 0, startFraction = 0, private readonly first: readonly number[] = []) {
+  constructor (readonly count: number, private readonly now: () => number = Date.now, readonly endgameChunks = 0, startFraction = 0,
+    private readonly first: readonly number[] = [], private readonly available: () => number = () => count) {
     this.held = new Uint16Array(count)
     this.offset = count === 0 ? 0 : Math.min(count - 1, Math.floor(Math.max(0, Math.min(1, startFraction)) * count))
   }
@@ -94,8 +96,9 @@ export class SeedHandout {
     const p = this.pullers.get(peer)
     if (p === undefined || !p.live) return undefined
     const now = this.now()
+    const known = this.available()
     const fresh = (i: number): boolean => {
-      if ((this.held[i] as number) > 0 || p.have.has(i)) return false
+      if (i >= known || (this.held[i] as number) > 0 || p.have.has(i)) return false
       const w = this.onItsWay.get(i)
       return w === undefined || now - w.atMs >= HANDOUT_TIMEOUT_MS
     }
@@ -115,7 +118,7 @@ export class SeedHandout {
     if (this.duplicates >= this.endgameChunks) return undefined
     let best: number | undefined
     let bestHeld = Infinity
-    for (let i = 0; i < this.count; i++) {
+    for (let i = 0; i < Math.min(this.count, this.available()); i++) {
       const held = this.held[i] as number
       if (held === 0 || held >= bestHeld || p.have.has(i)) continue
       const w = this.onItsWay.get(i)

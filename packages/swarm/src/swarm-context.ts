@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import type { Libp2p } from '@libp2p/interface'
-import { decodeManifest, manifestChunks, type ChunkInfo, type ChunkStore, type Manifest, type ManifestStore } from '@vmesh/store'
+import { decodeManifest, manifestChunks, storeConfig, type ChunkInfo, type ChunkStore, type Manifest, type ManifestStore } from '@vmesh/store'
 import type { BulkListener } from './bulk-listener.js'
 import type { RateLimiter } from './rate-limiter.js'
 import type { SwarmConfig } from './swarm-config.js'
@@ -23,11 +23,21 @@ export interface SwarmLog {
 }
 
 export interface ManifestInfo {
+  /** The manifest's id; for a live push, `live-<session id>` until and after it is sealed. */
   id: string
   encoded: Uint8Array
-  manifest: Manifest
-  /** Distinct stored chunks in first-use order: index i of every have-map and request. */
+  /** Undefined while a live push is not sealed. */
+  manifest: Manifest | undefined
+  /** Distinct stored chunks in first-use order: index i of every have-map and request. A live
+   * push's grow as they are announced (in announce order), up to `capacity`. */
   chunks: ChunkInfo[]
+  /** Bits of every have-map: the chunk count, or a live push's bound on it. */
+  capacity: number
+  /** Every chunk is known: always, but for a live push before its manifest came (SwarmSeal). */
+  sealed: boolean
+  /** A live push's session id (hex); its sealed manifest's id is then in `manifestId`. */
+  liveSession?: string
+  manifestId: string
   /** Largest chunk, to bound replies. */
   maxChunkBytes: number
   storedBytes: number
@@ -52,6 +62,9 @@ export function manifestInfo (id: string, encoded: Uint8Array, manifest = decode
     encoded,
     manifest,
     chunks,
+    capacity: chunks.length,
+    sealed: true,
+    manifestId: id,
     maxChunkBytes: chunks.reduce((m, c) => Math.max(m, c.size), 0),
     storedBytes: chunks.reduce((n, c) => n + c.size, 0),
     // All of them (an image has no memory) is none: each seed then starts at its own offset.
@@ -59,8 +72,45 @@ export function manifestInfo (id: string, encoded: Uint8Array, manifest = decode
   }
 }
 
+/** A live push's chunk table before any chunk is announced (see proto/swarm.proto). */
+export function liveInfo (sessionId: string, capacity: number): ManifestInfo {
+  return { id: `live-${sessionId}`, encoded: new Uint8Array(0), manifest: undefined, chunks: [], capacity, sealed: false, liveSession: sessionId, manifestId: '', maxChunkBytes: storeConfig.MAX_CHUNK_SIZE, storedBytes: 0, first: [] }
+}
+
+/** Appends announced chunks to a live push's table; false if they do not fit or break its order. */
+export function announceChunks (info: ManifestInfo, firstIndex: number, chunks: ChunkInfo[]): boolean {
+  if (info.sealed || firstIndex !== info.chunks.length || info.chunks.length + chunks.length > info.capacity) return false
+  for (const c of chunks) {
+    if (!(c.size > 0 && c.size <= storeConfig.MAX_CHUNK_SIZE)) return false
+    info.chunks.push(c)
+    info.storedBytes += c.size
+  }
+  return true
+}
+
+/**
+ * Checks that a live push's manifest is made of exactly the chunks announced (in any order);
+ * throws otherwise. markSealed() then ends the table, which keeps its announce order.
+ */
+export function checkSeal (info: ManifestInfo, manifest: Manifest): void {
+  const announced = new Set(info.chunks.map((c) => c.hash))
+  const final = manifestChunks(manifest)
+  if (final.length !== announced.size || announced.size !== info.chunks.length || !final.every((c) => announced.has(c.hash))) {
+    throw new Error(`the manifest has ${final.length} distinct chunks and ${info.chunks.length} were announced; they must be the same`)
+  }
+}
+
+export function markSealed (info: ManifestInfo, manifestId: string, encoded: Uint8Array, manifest: Manifest): void {
+  info.manifest = manifest
+  info.encoded = encoded
+  info.manifestId = manifestId
+  info.sealed = true
+}
+
 export class SwarmContext {
-  readonly hub = new EventEmitter<{ gained: [string, number] }>()
+  readonly hub = new EventEmitter<{ gained: [string, number], announced: [string] }>()
+  /** Live pushes this host takes part in, by session id (hex). */
+  readonly live = new Map<string, ManifestInfo>()
   /** Verified chunks received and not yet durable in the store (DurableQueue): served from here. */
   readonly pending = new Map<string, Uint8Array>()
   /** Chunk bytes this agent uploaded, per manifest id. */
@@ -111,10 +161,12 @@ export class SwarmContext {
   /** The hand-out state of a push, shared by the links of its pullers; release() when a link ends. */
   handout (info: ManifestInfo, sessionId: string): { handout: SeedHandout, release: () => void } {
     const key = `${info.id}/${sessionId}`
-    const count = info.chunks.length
+    const count = info.capacity
     let entry = this.handouts.get(key)
     if (entry === undefined) {
-      entry = { handout: new SeedHandout(count, Date.now, Math.floor(count * this.config.endgameFraction), startFractionOf(this.selfId), info.first), links: 0 }
+      // A live push's chunks go out in the order they were stored (the table grows at its end).
+      const start = info.liveSession !== undefined ? 0 : startFractionOf(this.selfId)
+      entry = { handout: new SeedHandout(count, Date.now, Math.floor(count * this.config.endgameFraction), start, info.first, () => info.chunks.length), links: 0 }
       this.handouts.set(key, entry)
     }
     entry.links++

@@ -73,7 +73,9 @@ export function decodeLinkFrame (bytes: Uint8Array): LinkFrame {
 
 export interface StartInfo {
   sessionId: string
+  /** Empty for a live push (liveCapacity > 0). */
   manifest: Uint8Array
+  liveCapacity: number
   peers: Array<{ peerId: Uint8Array, addrs: Uint8Array[], seed: boolean, name: string }>
   uploadBytesPerS: number
 }
@@ -85,7 +87,9 @@ export function checkStart (s: vmesh.v1.SwarmStart.$Properties): StartInfo {
   const rawPeers = s.peers ?? []
   if (s.version !== SWARM_VERSION) throw new SwarmProtocolError('version', `swarm version ${s.version} is not supported (this agent speaks ${SWARM_VERSION}); upgrade the older agent`)
   if (sessionId.length !== swarmLimits.sessionIdBytes) throw new SwarmProtocolError('session_id', `session id must be ${swarmLimits.sessionIdBytes} bytes`)
-  if (manifest.length === 0) throw new SwarmProtocolError('manifest', 'start carries no manifest')
+  const liveCapacity = s.liveCapacity ?? 0
+  if (liveCapacity > swarmLimits.maxChunks) throw new SwarmProtocolError('live_capacity', `live capacity ${liveCapacity} exceeds ${swarmLimits.maxChunks} chunks`)
+  if ((manifest.length === 0) !== (liveCapacity > 0)) throw new SwarmProtocolError('manifest', liveCapacity > 0 ? 'a live start carries no manifest' : 'start carries no manifest')
   if (rawPeers.length === 0 || rawPeers.length > swarmLimits.maxPeers) throw new SwarmProtocolError('peers', `start lists ${rawPeers.length} peers; 1..${swarmLimits.maxPeers} allowed`)
   const peers = rawPeers.map((p) => {
     const peerId = p.peerId ?? new Uint8Array(0)
@@ -98,7 +102,16 @@ export function checkStart (s: vmesh.v1.SwarmStart.$Properties): StartInfo {
     return { peerId, addrs, seed: p.seed === true, name }
   })
   if (!peers.some((p) => p.seed)) throw new SwarmProtocolError('peers', 'start lists no seed')
-  return { sessionId: Buffer.from(sessionId).toString('hex'), manifest, peers, uploadBytesPerS: Number(s.uploadBytesPerS ?? 0) }
+  return { sessionId: Buffer.from(sessionId).toString('hex'), manifest, liveCapacity, peers, uploadBytesPerS: Number(s.uploadBytesPerS ?? 0) }
+}
+
+/** Checks a SwarmAnnounce: whole hashes, one size each, at most maxHaveUpdate chunks. */
+export function checkAnnounce (a: vmesh.v1.SwarmAnnounce.$Properties): { firstIndex: number, chunks: Array<{ hash: string, size: number }> } {
+  const hashes = a.hashes ?? []
+  const sizes = a.sizes ?? []
+  if (hashes.length > swarmLimits.maxHaveUpdate || hashes.length !== sizes.length) throw new SwarmProtocolError('announce', `announce of ${hashes.length} hashes and ${sizes.length} sizes`)
+  if (hashes.some((h) => h.length !== 32)) throw new SwarmProtocolError('announce', 'announced hash is not 32 bytes')
+  return { firstIndex: a.firstIndex ?? 0, chunks: hashes.map((h, i) => ({ hash: Buffer.from(h).toString('hex'), size: sizes[i] as number })) }
 }
 
 export function checkChunkCount (n: number): number {

@@ -6,7 +6,7 @@ import type { Libp2p, PeerId, Stream, Connection } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { streamChannel, type MessageChannel } from '@vmesh/wire'
 import { peerIdFromBytes, peerIdToBytes } from '@vmesh/mesh'
-import { isComplete, missingBytes, type ChunkStore, type ManifestStore } from '@vmesh/store'
+import { decodeManifest, isComplete, missingBytes, type ChunkStore, type Manifest, type ManifestStore } from '@vmesh/store'
 import { Bitfield } from './bitfield.js'
 import { BulkListener } from './bulk-listener.js'
 import { ChunkPull, type PullPeer } from './chunk-puller.js'
@@ -14,10 +14,10 @@ import { serveChunkLink } from './chunk-server.js'
 import { etaMs, initialRate, updateRate, type HostProgress, type RateState } from './progress.js'
 import { RateLimiter } from './rate-limiter.js'
 import { DEFAULT_SWARM_CONFIG, type RateLimits, type SwarmConfig } from './swarm-config.js'
-import { manifestInfo, SwarmContext, type CounterSink, type ManifestInfo, type SwarmLog } from './swarm-context.js'
+import { announceChunks, checkSeal, liveInfo, manifestInfo, markSealed, SwarmContext, type CounterSink, type ManifestInfo, type SwarmLog } from './swarm-context.js'
 import {
   CHUNK_PROTOCOL, SESSION_PROTOCOL, SWARM_VERSION, SwarmProtocolError, swarmLimits, errorReason,
-  checkProgress, checkStart, checkChunkCount, decodeHave, decodeSessionFrame, encodeSession, openTimeout
+  checkAnnounce, checkProgress, checkStart, checkChunkCount, decodeHave, decodeSessionFrame, encodeSession, openTimeout
 } from './swarm-protocol.js'
 import { planTransfer } from './transfer-plan.js'
 import { VerifiedChunkCache } from './verified-cache.js'
@@ -69,6 +69,22 @@ export interface PushResult {
   elapsedMs: number
 }
 
+/** A push of a snapshot still being taken: see SwarmService.pushLive. */
+export interface LivePush {
+  sessionId: string
+  /**
+   * Chunks stored here, in order; repeats (of these or earlier ones) are dropped. `first`: hand
+   * them out before the others named so far (a clone's disks and kernel, to start its QEMU).
+   * Past the capacity, the push is aborted (its result says so).
+   */
+  announce: (chunks: Array<{ hash: string, size: number, data?: Uint8Array }>, opts?: { first?: boolean }) => void
+  /** The manifest the announced chunks make up (exactly those); the targets finish with it. */
+  seal: (manifestId: string, encoded: Uint8Array) => void
+  /** The snapshot failed: every target is told and fails. */
+  abort: (reason: string) => void
+  readonly result: Promise<PushResult>
+}
+
 const START_TIMEOUT_MS = 10_000
 /** How long a target keeps pulling after its session stream broke, waiting for the coordinator. */
 const SESSION_REATTACH_MS = 30_000
@@ -104,7 +120,19 @@ export class SwarmService {
 
   /** Whether this host is receiving the manifest right now (a pull that has not ended). */
   isPulling (manifestId: string): boolean {
-    for (const e of this.pulls.values()) if (e.info.id === manifestId && !e.pull.settled) return true
+    for (const e of this.pulls.values()) if (e.info.manifestId === manifestId && !e.pull.settled) return true
+    return false
+  }
+
+  /**
+   * Whether a live push to this host may still bring `manifestId`: one whose manifest has not
+   * come yet, or has come as `manifestId` and is being sealed (the agent prepares for it).
+   */
+  mayBringSoon (manifestId: string): boolean {
+    for (const e of this.pulls.values()) {
+      if (e.pull.settled || e.info.sealed) continue
+      if (e.info.manifestId === '' || e.info.manifestId === manifestId) return true
+    }
     return false
   }
 
@@ -141,6 +169,29 @@ export class SwarmService {
       const f = decodeSessionFrame(first)
       if (f.body !== 'start' || f.start == null) throw new SwarmProtocolError('session_first', `a session must begin with start, got ${f.body ?? 'nothing'}`)
       const start = checkStart(f.start)
+      const peers = start.peers.map(toPullPeer)
+      if (start.liveCapacity > 0) {
+        // A live push: the chunks are named as the source stores them, the manifest comes last.
+        if (this.pulls.has(start.sessionId)) throw new SwarmProtocolError('session_id', 'a live push cannot be re-attached')
+        const info = liveInfo(start.sessionId, start.liveCapacity)
+        ctx.live.set(start.sessionId, info)
+        const sid = start.sessionId
+        const forget = (): void => { setTimeout(() => { if (ctx.live.get(sid) === info) ctx.live.delete(sid) }, SESSION_REATTACH_MS).unref() }
+        const p = new ChunkPull(ctx, info, peers, f.start.sessionId ?? new Uint8Array(0), this.opts.onChunk)
+        const live = { pull: p, info, attached: undefined, startedAt: Date.now(), servedBefore: 0 }
+        this.pulls.set(sid, live)
+        void p.done.catch(() => {}).finally(() => { forget(); setTimeout(() => { if (this.pulls.get(sid)?.pull === p) this.pulls.delete(sid) }, SESSION_REATTACH_MS).unref() })
+        ctx.log.info(`swarm ${info.id.slice(0, 13)}: target of a live push from ${coordinator.slice(-8)} (the snapshot is still being taken)`)
+        pull = p
+        await ch.send(encodeSession({ ready: { have: p.have.encode(), chunkCount: info.capacity } }))
+        const planFrame = await ch.recv(this.config.readyTimeoutMs)
+        if (planFrame === undefined) return
+        const pf = decodeSessionFrame(planFrame)
+        if (pf.body !== 'plan' || pf.plan == null) throw new SwarmProtocolError('session_plan', `expected a plan, got ${pf.body ?? 'nothing'}`)
+        decodeHave(pf.plan.seedChunks ?? new Uint8Array(0), info.capacity)
+        await this.runPull(ch, live, coordinator)
+        return
+      }
       let id: string
       try {
         // Saved before any chunk arrives, so gc keeps what the transfer fetches.
@@ -150,7 +201,6 @@ export class SwarmService {
       }
       const info = manifestInfo(id, start.manifest)
       ctx.remember(info)
-      const peers = start.peers.map(toPullPeer)
       let entry = this.pulls.get(start.sessionId)
       if (entry !== undefined && entry.info.id === id && !entry.pull.settled) {
         clearTimeout(entry.orphanTimer)
@@ -195,6 +245,8 @@ export class SwarmService {
     // The stream broke: keep pulling for a while, the coordinator may re-attach.
     const orphan = (why: string): void => {
       if (entry.attached !== ch || pull.settled) return
+      // A live push cannot be re-attached: its chunks were named on this stream.
+      if (info.liveSession !== undefined) { pull.stop(new Error(why)); return }
       entry.attached = undefined
       clearTimeout(entry.orphanTimer)
       ctx.log.info(`swarm ${info.id.slice(0, 12)}: ${why}; pulling on for ${SESSION_REATTACH_MS / 1000} s in case it re-attaches`)
@@ -210,7 +262,16 @@ export class SwarmService {
           if (frame === undefined) break
           const f = decodeSessionFrame(frame)
           if (f.body === 'end') { ended = true; pull.stop(new Error(`the push was ended: ${(f.end?.reason ?? '').slice(0, 200)}`)); break }
-          else throw new SwarmProtocolError('session_frame', `unexpected ${f.body ?? 'empty'} frame in a session`)
+          if (f.body === 'announce' && f.announce != null && info.liveSession !== undefined) {
+            const a = checkAnnounce(f.announce)
+            const from = info.chunks.length
+            if (!announceChunks(info, a.firstIndex, a.chunks)) throw new SwarmProtocolError('announce', `announce of chunks ${a.firstIndex}.. does not follow the ${from} known, or exceeds the capacity ${info.capacity}`)
+            pull.announced(from)
+          } else if (f.body === 'seal' && f.seal != null && info.liveSession !== undefined && !info.sealed) {
+            await this.sealLivePull(pull, info, f.seal.manifest ?? new Uint8Array(0))
+          } else {
+            throw new SwarmProtocolError('session_frame', `unexpected ${f.body ?? 'empty'} frame in a session`)
+          }
         }
         if (!ended) orphan(`the coordinator ${coordinator.slice(-8)} went away`)
       } catch (err) {
@@ -229,18 +290,18 @@ export class SwarmService {
       clearInterval(timer)
       const s = pull.stats
       if (entry.attached !== ch) return
-      ctx.log.info(`swarm ${info.id.slice(0, 12)}: complete, ${formatMiB(pull.bytesFetched)} fetched in ${Date.now() - startedAt} ms: ${s.fromSeeds} chunk(s) from seeds, ${s.fromRelays} from targets, ${s.none} "none", ${s.stalls} stall fallback(s), ${s.linkFailures} link failure(s), ${s.corrupt} corrupt; ${pull.durable.flushMs} ms in durable flushes, ${s.writeWaitMs} ms waiting for the disk`)
-      this.opts.onComplete?.(info.id)
+      ctx.log.info(`swarm ${info.manifestId.slice(0, 12)}: complete, ${formatMiB(pull.bytesFetched)} fetched in ${Date.now() - startedAt} ms: ${s.fromSeeds} chunk(s) from seeds, ${s.fromRelays} from targets, ${s.none} "none", ${s.stalls} stall fallback(s), ${s.linkFailures} link failure(s), ${s.corrupt} corrupt; ${pull.durable.flushMs} ms in durable flushes, ${s.writeWaitMs} ms waiting for the disk`)
+      this.opts.onComplete?.(info.manifestId)
       await ch.send(progress('done'))
     } catch (err) {
       clearInterval(timer)
       if (entry.attached !== ch) return
       if (pull.complete) {
-        this.opts.onComplete?.(info.id)
+        this.opts.onComplete?.(info.manifestId)
         await ch.send(progress('done')).catch(() => {})
       } else {
         ctx.log.warn(`swarm ${info.id.slice(0, 12)}: transfer stopped: ${(err as Error).message}`)
-        this.opts.onTargetFailed?.(info.id)
+        if (info.sealed) this.opts.onTargetFailed?.(info.manifestId)
         await ch.send(progress('failed', (err as Error).message)).catch(() => {})
       }
     }
@@ -248,6 +309,35 @@ export class SwarmService {
     // that goes over their own links, this only keeps the report channel orderly).
     await Promise.race([reading, new Promise((resolve) => setTimeout(resolve, 60_000).unref())])
     await ch.close().catch(() => {})
+  }
+
+  /**
+   * A live push's manifest came: check it names exactly the chunks announced, save it, let the
+   * agent prepare (onTargetStart), hand over the chunks that came before it, then end the table
+   * so the pull finishes once it holds them all.
+   */
+  private async sealLivePull (pull: ChunkPull, info: ManifestInfo, encoded: Uint8Array): Promise<void> {
+    const ctx = this.context
+    let manifest
+    try {
+      manifest = decodeManifest(encoded)
+      checkSeal(info, manifest)
+    } catch (err) {
+      throw new SwarmProtocolError('seal', `the live push's manifest does not fit it: ${(err as Error).message}`)
+    }
+    const id = await ctx.manifests.saveEncoded(encoded)
+    ctx.remember(manifestInfo(id, encoded, manifest))
+    info.manifestId = id
+    await this.opts.onTargetStart?.(id).catch((err: Error) => { ctx.log.warn(`swarm ${id.slice(0, 12)}: preparing for the transfer failed: ${err.message}`) })
+    markSealed(info, id, encoded, manifest)
+    // Until now onChunk had no manifest to name: what is still in memory goes over again (what
+    // is already durable, the agent's assembly copies from the store).
+    for (const c of info.chunks) {
+      const bytes = ctx.pending.get(c.hash) ?? ctx.cache.get(c.hash)
+      if (bytes !== undefined) this.opts.onChunk?.(id, c.hash, bytes)
+    }
+    ctx.log.info(`swarm ${info.id.slice(0, 13)}: sealed as manifest ${id.slice(0, 12)} (${info.chunks.length} chunks, ${formatMiB(pull.bytesTotal - pull.bytesDone)} still to fetch)`)
+    pull.announced(info.chunks.length)
   }
 
   // --- coordinator side -----------------------------------------------------------------------
@@ -258,37 +348,91 @@ export class SwarmService {
    */
   async push (manifestId: string, targets: PushTarget[], opts: PushOptions = {}): Promise<PushResult> {
     const ctx = this.context
-    const started = Date.now()
     const info = await ctx.info(manifestId)
     const self = this.opts.node.peerId
     const seeds: PushTarget[] = []
-    if (isComplete(ctx.store, info.manifest)) seeds.push({ peerId: self, name: 'self' })
-    const targetIds = new Set<string>()
-    const uniqueTargets: PushTarget[] = []
-    for (const t of targets) {
-      const id = t.peerId.toString()
-      if (id === self.toString() || targetIds.has(id)) continue
-      targetIds.add(id)
-      uniqueTargets.push(t)
-    }
+    const manifest = info.manifest as Manifest
+    if (isComplete(ctx.store, manifest)) seeds.push({ peerId: self, name: 'self' })
+    const unique = uniqueTargets(targets, self)
     for (const s of opts.seeds ?? []) {
       const id = s.peerId.toString()
-      if (!targetIds.has(id) && id !== self.toString() && !seeds.some((x) => x.peerId.toString() === id)) seeds.push(s)
+      if (!unique.some((t) => t.peerId.toString() === id) && id !== self.toString() && !seeds.some((x) => x.peerId.toString() === id)) seeds.push(s)
     }
     if (seeds.length === 0) {
-      throw new Error(`no host holds all of manifest ${manifestId.slice(0, 16)}…: this host lacks ${formatMiB(missingBytes(ctx.store, info.manifest))} of it; push from a host that holds it (vmesh image ls shows which)`)
+      throw new Error(`no host holds all of manifest ${manifestId.slice(0, 16)}…: this host lacks ${formatMiB(missingBytes(ctx.store, manifest))} of it; push from a host that holds it (vmesh image ls shows which)`)
     }
     const sessionId = randomBytes(swarmLimits.sessionIdBytes)
+    ctx.log.info(`swarm ${manifestId.slice(0, 12)}: pushing ${formatMiB(info.storedBytes)} to ${unique.length} host(s) from ${seeds.length} seed(s)`)
+    return await this.runPush(info, sessionId, seeds, unique, opts)
+  }
+
+  /**
+   * Starts sending a snapshot that is still being taken (a live push: see proto/swarm.proto) to
+   * `targets`, this host the only seed. Name each chunk with announce() once it is stored here
+   * (with its bytes, served from memory until the store has them), then seal() with the
+   * manifest they make up; `result` settles like push()'s. At most `capacity` distinct chunks.
+   */
+  pushLive (targets: PushTarget[], capacity: number, opts: PushOptions = {}): LivePush {
+    const ctx = this.context
+    const self = this.opts.node.peerId
+    const sessionId = randomBytes(swarmLimits.sessionIdBytes)
+    const sid = Buffer.from(sessionId).toString('hex')
+    const info = liveInfo(sid, Math.min(capacity, swarmLimits.maxChunks))
+    ctx.live.set(sid, info)
+    const inMemory: string[] = []
+    const named = new Set<string>()
+    const feed = new LiveFeed(info)
+    ctx.log.info(`swarm ${info.id.slice(0, 13)}: live push to ${targets.length} host(s) while the snapshot is taken`)
+    const result = this.runPush(info, sessionId, [{ peerId: self, name: 'self' }], uniqueTargets(targets, self), { ...opts, feed })
+      .finally(() => {
+        for (const h of inMemory) if (ctx.store.has(h)) ctx.pending.delete(h)
+        setTimeout(() => { if (ctx.live.get(sid) === info) ctx.live.delete(sid) }, SESSION_REATTACH_MS).unref()
+      })
+    result.catch(() => {})
+    return {
+      sessionId: sid,
+      announce: (chunks, announceOpts = {}) => {
+        if (feed.aborted !== undefined) return
+        const from = info.chunks.length
+        const fresh = chunks.filter((c) => !named.has(c.hash) && named.add(c.hash) !== undefined)
+        for (const c of fresh) {
+          if (c.data !== undefined && !ctx.store.has(c.hash) && !ctx.pending.has(c.hash)) { ctx.pending.set(c.hash, c.data); inMemory.push(c.hash) }
+        }
+        if (!announceChunks(info, from, fresh.map((c) => ({ hash: c.hash, size: c.size })))) {
+          feed.abort(`the snapshot has more than the ${info.capacity} chunks the live push was opened for`)
+          return
+        }
+        for (let i = from; i < info.chunks.length; i++) {
+          if (announceOpts.first === true) info.first.push(i)
+          ctx.hub.emit('gained', info.id, i)
+        }
+        feed.wake()
+      },
+      seal: (manifestId, encoded) => {
+        const manifest = decodeManifest(encoded)
+        checkSeal(info, manifest)
+        markSealed(info, manifestId, encoded, manifest)
+        for (const h of inMemory.splice(0)) if (ctx.store.has(h)) ctx.pending.delete(h)
+        feed.wake()
+      },
+      abort: (reason) => { feed.abort(reason) },
+      result
+    }
+  }
+
+  /** The coordinator's part of a push: start every target, say go, follow them to the end. */
+  private async runPush (info: ManifestInfo, sessionId: Uint8Array, seeds: PushTarget[], targets: PushTarget[], opts: PushOptions & { feed?: LiveFeed }): Promise<PushResult> {
+    const ctx = this.context
+    const started = Date.now()
+    const feed = opts.feed
     const peers = [
       ...await Promise.all(seeds.map(async (s) => await this.swarmPeer(s, true))),
-      ...await Promise.all(uniqueTargets.map(async (t) => await this.swarmPeer(t, false)))
+      ...await Promise.all(targets.map(async (t) => await this.swarmPeer(t, false)))
     ]
-    const startFrame = encodeSession({ start: { version: SWARM_VERSION, sessionId, manifest: info.encoded, peers } })
-    const egressBefore = ctx.servedBytes.get(manifestId) ?? 0
-    const sizes = info.chunks.map((c) => c.size)
-    const runs = uniqueTargets.map((t) => new TargetRun(t, info.storedBytes))
+    const startFrame = encodeSession({ start: feed !== undefined ? { version: SWARM_VERSION, sessionId, peers, liveCapacity: info.capacity } : { version: SWARM_VERSION, sessionId, manifest: info.encoded, peers } })
+    const egressBefore = ctx.servedBytes.get(info.id) ?? 0
+    const runs = targets.map((t) => new TargetRun(t, info.storedBytes))
     const emit = (r: TargetRun): void => { opts.onProgress?.(r.snapshot()) }
-    ctx.log.info(`swarm ${manifestId.slice(0, 12)}: pushing ${formatMiB(info.storedBytes)} to ${runs.length} host(s) from ${seeds.length} seed(s)`)
 
     // 1. Start every target; each answers with what it already holds.
     await Promise.all(runs.map(async (r) => {
@@ -302,9 +446,9 @@ export class SwarmService {
         const f = decodeSessionFrame(frame)
         if (f.body === 'progress' && f.progress != null && f.progress.state === 'failed') throw new Error((f.progress.error ?? 'failed').slice(0, swarmLimits.maxErrorChars))
         if (f.body !== 'ready' || f.ready == null) throw new SwarmProtocolError('session_ready', `expected ready, got ${f.body ?? 'nothing'}`)
-        if (checkChunkCount(f.ready.chunkCount ?? 0) !== info.chunks.length) throw new SwarmProtocolError('chunk_count', 'the host counts a different number of chunks')
-        r.have = decodeHave(f.ready.have ?? new Uint8Array(0), info.chunks.length)
-        r.bytesDone = [...r.have.indices()].reduce((n, i) => n + (sizes[i] ?? 0), 0)
+        if (checkChunkCount(f.ready.chunkCount ?? 0) !== info.capacity) throw new SwarmProtocolError('chunk_count', 'the host counts a different number of chunks')
+        r.have = decodeHave(f.ready.have ?? new Uint8Array(0), info.capacity)
+        r.bytesDone = [...r.have.indices()].reduce((n, i) => n + (info.chunks[i]?.size ?? 0), 0)
         r.state = 'transferring'
         r.heard()
       } catch (err) {
@@ -316,16 +460,21 @@ export class SwarmService {
     // 2. Go. The plan says what the seeds must send (each chunk no target holds, once); which
     // target gets which chunk first is decided as it goes, by the seeds' hand-out.
     const live = runs.filter((r) => r.state === 'transferring' && r.have !== undefined)
-    const plan = planTransfer(sizes, live.map((r) => ({ id: r.id, have: r.have as Bitfield })))
-    const seedChunks = Bitfield.from(sizes.length, [...plan.stripes.values()].flat()).encode()
+    // (A live push has no chunks yet: nothing to plan, the seed hands them out as they come.)
+    const plan = feed !== undefined
+      ? { stripes: new Map<string, number[]>(), seedBytes: 0 }
+      : planTransfer(info.chunks.map((c) => c.size), live.map((r) => ({ id: r.id, have: r.have as Bitfield })))
+    const seedChunks = Bitfield.from(info.capacity, [...plan.stripes.values()].flat()).encode()
     await Promise.all(live.map(async (r) => {
       await r.ch?.send(encodeSession({ plan: { seedChunks } })).catch((err: Error) => r.fail(`lost the session with ${r.name}: ${err.message}`))
     }))
+    // A live push: each target's session now carries the chunks as they are named, then the seal.
+    if (feed !== undefined) for (const r of live) void feed.pump(r)
 
     // 3. Follow progress. A target that fails needs nothing from here: the seeds see its links
     // close and hand out again what it held and never passed on.
     const reassign = (dead: TargetRun): void => {
-      ctx.log.info(`swarm ${manifestId.slice(0, 12)}: ${dead.name} failed: ${dead.error ?? ''}`)
+      ctx.log.info(`swarm ${info.id.slice(0, 12)}: ${dead.name} failed: ${dead.error ?? ''}`)
     }
     await new Promise<void>((resolve) => {
       const settleCheck = (): void => { if (runs.every((r) => r.state === 'done' || r.state === 'failed')) resolve() }
@@ -335,6 +484,7 @@ export class SwarmService {
       }
       if (opts.signal?.aborted === true) { onAbort(); return }
       opts.signal?.addEventListener('abort', onAbort, { once: true })
+      feed?.onAbort((reason) => { for (const r of runs) if (!r.settled) { r.fail(reason); emit(r) } resolve() })
       const watchdog = setInterval(() => {
         for (const r of runs) {
           if (r.state === 'transferring' && !r.reattaching && Date.now() - r.lastHeardAt > this.config.targetSilenceMs) {
@@ -349,7 +499,8 @@ export class SwarmService {
       for (const r of live) {
         void (async () => {
           // Follows the target's reports; if the session stream breaks while the target still
-          // transfers, re-attaches (same session id: the target's pull goes on meanwhile).
+          // transfers, re-attaches (same session id: the target's pull goes on meanwhile). A
+          // live push cannot: its chunks were named on the stream that broke.
           while (r.state === 'transferring') {
             const ch = r.ch as MessageChannel
             let lost: string | undefined
@@ -360,7 +511,7 @@ export class SwarmService {
                 const f = decodeSessionFrame(frame)
                 if (f.body !== 'progress' || f.progress == null) throw new SwarmProtocolError('session_frame', `unexpected ${f.body ?? 'empty'} frame from a target`)
                 const p = checkProgress(f.progress)
-                r.update(p.bytesDone, p.bytesFetched)
+                r.update(p.bytesDone, p.bytesFetched, feed !== undefined ? p.bytesTotal : undefined)
                 if (p.state === 'done') r.state = 'done'
                 else if (p.state === 'failed') { r.fail(p.error || 'failed'); reassign(r) }
                 emit(r)
@@ -376,7 +527,7 @@ export class SwarmService {
             }
             if (r.state !== 'transferring' || lost === undefined || opts.signal?.aborted === true) break
             r.reattaching = true
-            const again = await this.reattach(r, startFrame, seedChunks, info.chunks.length)
+            const again = feed === undefined && await this.reattach(r, startFrame, seedChunks, info.capacity)
             r.reattaching = false
             if (!again) { r.fail(lost); reassign(r); emit(r) }
           }
@@ -390,21 +541,21 @@ export class SwarmService {
     })
 
     // 4. End the sessions.
-    const reason = opts.signal?.aborted === true ? 'cancelled' : 'complete'
+    const reason = opts.signal?.aborted === true || feed?.aborted !== undefined ? 'cancelled' : 'complete'
     await Promise.all(runs.map(async (r) => {
       if (r.ch === undefined) return
       await r.ch.send(encodeSession({ end: { reason } })).catch(() => {})
       await r.ch.close().catch(() => {})
     }))
     const result: PushResult = {
-      id: manifestId,
+      id: info.manifestId,
       hosts: runs.map((r) => r.snapshot()),
-      sourceEgressBytes: (ctx.servedBytes.get(manifestId) ?? 0) - egressBefore,
-      plannedSeedBytes: plan.seedBytes,
+      sourceEgressBytes: (ctx.servedBytes.get(info.id) ?? 0) - egressBefore,
+      plannedSeedBytes: feed !== undefined ? info.storedBytes : plan.seedBytes,
       storedBytes: info.storedBytes,
       elapsedMs: Date.now() - started
     }
-    ctx.log.info(`swarm ${manifestId.slice(0, 12)}: push ${reason}: ${result.hosts.filter((h) => h.state === 'done').length}/${runs.length} host(s) done in ${result.elapsedMs} ms, this host uploaded ${formatMiB(result.sourceEgressBytes)}`)
+    ctx.log.info(`swarm ${info.id.slice(0, 12)}: push ${reason}: ${result.hosts.filter((h) => h.state === 'done').length}/${runs.length} host(s) done in ${result.elapsedMs} ms, this host uploaded ${formatMiB(result.sourceEgressBytes)}`)
     return result
   }
 
@@ -477,7 +628,7 @@ class TargetRun {
   reattaching = false
   private rate: RateState
 
-  constructor (readonly target: PushTarget, readonly bytesTotal: number) {
+  constructor (readonly target: PushTarget, public bytesTotal: number) {
     this.id = target.peerId.toString()
     this.name = target.name !== undefined && target.name !== '' ? target.name : this.id.slice(-8)
     this.rate = initialRate(0, Date.now())
@@ -491,8 +642,10 @@ class TargetRun {
     return this.state === 'done' || this.state === 'failed'
   }
 
-  update (bytesDone: number, bytesFetched: number): void {
+  /** A live push's total grows as its chunks are named: the target reports it. */
+  update (bytesDone: number, bytesFetched: number, bytesTotal?: number): void {
     this.heard()
+    if (bytesTotal !== undefined) this.bytesTotal = bytesTotal
     this.bytesDone = Math.min(bytesDone, this.bytesTotal)
     this.bytesFetched = bytesFetched
     this.rate = updateRate(this.rate, bytesFetched, Date.now())
@@ -538,4 +691,72 @@ function toPullPeer (p: { peerId: Uint8Array, addrs: Uint8Array[], seed: boolean
 
 function formatMiB (bytes: number): string {
   return `${(bytes / 1048576).toFixed(1)} MiB`
+}
+
+/** Each target once, never this host. */
+function uniqueTargets (targets: PushTarget[], self: PeerId): PushTarget[] {
+  const seen = new Set<string>([self.toString()])
+  return targets.filter((t) => {
+    const id = t.peerId.toString()
+    if (seen.has(id)) return false
+    seen.add(id)
+    return true
+  })
+}
+
+/**
+ * Carries a live push's table to each target's session as it grows: announce frames in order
+ * (at most maxHaveUpdate chunks each), then the seal.
+ */
+class LiveFeed {
+  private waiters: Array<() => void> = []
+  private abortReason: string | undefined
+  private readonly abortListeners: Array<(reason: string) => void> = []
+
+  constructor (private readonly info: ManifestInfo) {}
+
+  get aborted (): string | undefined {
+    return this.abortReason
+  }
+
+  wake (): void {
+    for (const w of this.waiters.splice(0)) w()
+  }
+
+  abort (reason: string): void {
+    if (this.abortReason !== undefined) return
+    this.abortReason = reason
+    for (const l of this.abortListeners) l(reason)
+    this.wake()
+  }
+
+  onAbort (listener: (reason: string) => void): void {
+    if (this.abortReason !== undefined) listener(this.abortReason)
+    else this.abortListeners.push(listener)
+  }
+
+  async pump (r: TargetRun): Promise<void> {
+    const { info } = this
+    let sent = 0
+    try {
+      for (;;) {
+        if (r.settled || this.abortReason !== undefined) return
+        const ch = r.ch
+        if (ch === undefined) return
+        if (sent < info.chunks.length) {
+          const batch = info.chunks.slice(sent, sent + swarmLimits.maxHaveUpdate)
+          await ch.send(encodeSession({ announce: { firstIndex: sent, hashes: batch.map((c) => Buffer.from(c.hash, 'hex')), sizes: batch.map((c) => c.size) } }))
+          sent += batch.length
+          continue
+        }
+        if (info.sealed) {
+          await ch.send(encodeSession({ seal: { manifest: info.encoded } }))
+          return
+        }
+        await new Promise<void>((resolve) => { this.waiters.push(resolve) })
+      }
+    } catch (err) {
+      r.fail(`lost the session with ${r.name}: ${(err as Error).message}`)
+    }
+  }
 }
