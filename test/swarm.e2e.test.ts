@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createMeshNode, parseClusterKey, MESH_TOPICS } from '@vmesh/mesh'
+import { createMeshNode, parseClusterKey, peerIdToBytes, MESH_TOPICS } from '@vmesh/mesh'
 import { encodeFrame, pb, streamChannel } from '@vmesh/wire'
 import { SESSION_PROTOCOL, CHUNK_PROTOCOL } from '@vmesh/swarm'
 import { execFile } from 'node:child_process'
@@ -114,6 +114,16 @@ describe('swarm push between four agents on loopback', () => {
         [SESSION_PROTOCOL, session({ version: 1, sessionId: randomBytes(16), manifest: randomBytes(500), peers: [{ peerId: randomBytes(38), seed: true }] })],
         [SESSION_PROTOCOL, session({ version: 1, sessionId: randomBytes(16), manifest: randomBytes(10), peers: Array.from({ length: 2000 }, () => ({ peerId: randomBytes(38), seed: true })) })],
         [SESSION_PROTOCOL, session({ version: 7, sessionId: randomBytes(16), manifest: randomBytes(10), peers: [] })],
+        // Live pushes: a capacity past the bound, a live start that also carries a manifest, and
+        // a live session whose first announce skips ahead, then a seal of garbage.
+        [SESSION_PROTOCOL, session({ version: 1, sessionId: randomBytes(16), liveCapacity: 100_000_000, peers: [{ peerId: randomBytes(38), seed: true }] })],
+        [SESSION_PROTOCOL, session({ version: 1, sessionId: randomBytes(16), liveCapacity: 10, manifest: randomBytes(10), peers: [{ peerId: randomBytes(38), seed: true }] })],
+        [SESSION_PROTOCOL, Buffer.concat([
+          session({ version: 1, sessionId: randomBytes(16), liveCapacity: 10, peers: [{ peerId: peerIdToBytes(attacker.peerId), seed: true }] }),
+          encodeFrame(pb.SwarmSessionFrame.encode({ plan: { seedChunks: new Uint8Array(2) } }).finish()),
+          encodeFrame(pb.SwarmSessionFrame.encode({ announce: { firstIndex: 5, hashes: [randomBytes(32)], sizes: [1024] } }).finish()),
+          encodeFrame(pb.SwarmSessionFrame.encode({ seal: { manifest: randomBytes(100) } }).finish())
+        ])],
         [CHUNK_PROTOCOL, randomBytes(5000)],
         [CHUNK_PROTOCOL, encodeFrame(pb.ChunkLinkFrame.encode({ open: { version: 1, manifestId: randomBytes(31) } }).finish())],
         [CHUNK_PROTOCOL, encodeFrame(pb.ChunkLinkFrame.encode({ have: { indices: [1, 2, 3] } }).finish())]
@@ -131,13 +141,20 @@ describe('swarm push between four agents on loopback', () => {
       await ch.send(pb.ChunkLinkFrame.encode({ open: { version: 1, manifestId: randomBytes(32), sessionId: randomBytes(16) } }).finish())
       const answer = pb.ChunkLinkFrame.decode((await ch.recv(5000)) as Uint8Array)
       expect(answer.error?.code).toBe('NOT_FOUND')
+      // So does a link to a live push the host takes no part in.
+      const liveStream = await attacker.dialProtocol(target, CHUNK_PROTOCOL, { signal: AbortSignal.timeout(3000) })
+      const liveCh = streamChannel(liveStream, 1 << 20)
+      await liveCh.send(pb.ChunkLinkFrame.encode({ open: { version: 1, live: true, sessionId: randomBytes(16) } }).finish())
+      expect(pb.ChunkLinkFrame.decode((await liveCh.recv(5000)) as Uint8Array).error?.code).toBe('NOT_FOUND')
     } finally {
       await attacker.stop()
     }
     await waitFor('rejections to be counted', async () => {
       const stats = await t1.client.call({ stats: {} })
-      const rejected = (stats.stats?.counters ?? []).filter((c) => (c.name ?? '').startsWith('swarm.rejected.')).reduce((n, c) => n + Number(c.value), 0)
-      return rejected >= 6
+      const counters = stats.stats?.counters ?? []
+      const rejected = counters.filter((c) => (c.name ?? '').startsWith('swarm.rejected.')).reduce((n, c) => n + Number(c.value), 0)
+      const named = (name: string): boolean => counters.some((c) => c.name === `swarm.rejected.session.${name}` && Number(c.value) > 0)
+      return rejected >= 6 && named('live_capacity') && named('manifest') && named('announce')
     }, 10_000)
     // Still serving: one more push through the swarm works.
     const file = join(cluster.root, 'small.raw')
