@@ -1,5 +1,5 @@
 import { describe, it, expect, afterEach } from 'vitest'
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { splitRamStream, waitStreamComplete } from './ram-stream.js'
@@ -67,6 +67,28 @@ describe('splitRamStream', () => {
     expect(dev.subarray(s.head.length, s.head.length + romSection.length).equals(romSection)).toBe(true)
     expect(dev.subarray(dev.length - s.tail.length).equals(s.tail)).toBe(true)
     expect(statSync(join(dir, 'dev')).size).toBe(s.head.length + romSection.length + s.tail.length)
+  })
+
+  it('follows a stream QEMU is still writing: waits at its end until the writer is done', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmesh-ramstream-'))
+    dirs.push(dir)
+    const s = stream(good)
+    const cut = s.head.length + 100 // inside the first page record
+    writeFileSync(join(dir, 'stream'), s.bytes.subarray(0, cut))
+    let writing = true
+    let done = false
+    const split = splitRamStream(join(dir, 'stream'), { 'pc.ram': join(dir, 'mem') }, join(dir, 'dev'), { readBytes: 64, writing: () => writing })
+      .finally(() => { done = true })
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(done).toBe(false) // at the end of what is written so far, waiting for more
+    appendFileSync(join(dir, 'stream'), s.bytes.subarray(cut))
+    writing = false
+    expect(await split).toMatchObject({ dataPages: 2, zeroPages: 2, keptPages: 1 })
+    expect(readFileSync(join(dir, 'mem')).equals(Buffer.concat([page(1), page(0), page(0), page(3)]))).toBe(true)
+    // Without a writer, the same cut stream is simply truncated.
+    const cutOnly = join(dir, 'cut')
+    writeFileSync(cutOnly, s.bytes.subarray(0, cut))
+    await expect(splitRamStream(cutOnly, { 'pc.ram': join(dir, 'mem2') }, join(dir, 'dev2'))).rejects.toThrow(/ends at byte/)
   })
 
   it('hands each memory chunk to onChunk once all its pages are in, zero chunks as null', async () => {

@@ -40,6 +40,8 @@ const MAX_PAGE_RECORD = 8 + 1 + 255 + PAGE
 const HEADROOM = MAX_PAGE_RECORD
 /** Complete chunks waiting to be written and handed to the sink while parsing goes on. */
 const MAX_QUEUED_CHUNKS = 8
+/** Reading a stream QEMU still writes: how long to wait at its end for more. */
+const GROWING_POLL_MS = 3
 
 export class RamStreamError extends Error {}
 
@@ -93,7 +95,11 @@ class Reader {
   /** The next piece of the file, read while the current one is parsed. */
   private ahead: Promise<Buffer> | undefined
 
-  constructor (private readonly fd: FileHandle, private readonly readSize = 4 << 20) {}
+  /**
+   * @param writing while true, the file may still grow: a read at its end waits for more bytes
+   *   (QEMU is still writing the stream) instead of ending it
+   */
+  constructor (private readonly fd: FileHandle, private readonly readSize = 4 << 20, private readonly writing: () => boolean = () => false) {}
 
   get offset (): number {
     return this.fileOffset - this.available
@@ -136,8 +142,13 @@ class Reader {
 
   private async readPiece (at: number): Promise<Buffer> {
     const b = Buffer.allocUnsafe(HEADROOM + this.readSize)
-    const { bytesRead } = await this.fd.read(b, HEADROOM, this.readSize, at)
-    return b.subarray(HEADROOM, HEADROOM + bytesRead)
+    for (;;) {
+      // Asked before the read: once the writer is done, a read that finds nothing is the end.
+      const writing = this.writing()
+      const { bytesRead } = await this.fd.read(b, HEADROOM, this.readSize, at)
+      if (bytesRead > 0 || !writing) return b.subarray(HEADROOM, HEADROOM + bytesRead)
+      await new Promise((resolve) => setTimeout(resolve, GROWING_POLL_MS))
+    }
   }
 
   async need (n: number): Promise<void> {
@@ -274,7 +285,14 @@ class MemoryFile {
  * and `deviceStatePath`.
  */
 export async function splitRamStream (streamPath: string, memoryFiles: Record<string, string>, deviceStatePath: string,
-  opts: { chunkBytes?: number, onChunk?: MemoryChunkSink, /** bytes per read (tests cut records with small ones) */ readBytes?: number } = {}): Promise<RamStreamSplit> {
+  opts: {
+    chunkBytes?: number
+    onChunk?: MemoryChunkSink
+    /** bytes per read (tests cut records with small ones) */
+    readBytes?: number
+    /** true while QEMU may still be writing the stream: the split follows it as it grows */
+    writing?: () => boolean
+  } = {}): Promise<RamStreamSplit> {
   const chunkBytes = opts.chunkBytes ?? 1 << 20
   if (chunkBytes % PAGE !== 0 || chunkBytes <= 0) throw new RangeError(`chunk size ${chunkBytes} is not a multiple of ${PAGE}`)
   const input = await open(streamPath, 'r')
@@ -287,7 +305,7 @@ export async function splitRamStream (streamPath: string, memoryFiles: Record<st
   }
   let reader: Reader | undefined
   try {
-    const r = reader = new Reader(input, opts.readBytes)
+    const r = reader = new Reader(input, opts.readBytes, opts.writing)
     // Header and configuration, copied as they are.
     if (await r.u32() !== 0x5145564d || await r.u32() !== 3) throw new RamStreamError('not a QEMU migration stream (version 3)')
     if (await r.u8() !== CONFIGURATION) throw new RamStreamError('the stream has no configuration section')

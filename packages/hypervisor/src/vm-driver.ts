@@ -280,6 +280,10 @@ export class VmDriver {
     let relayPid = 0
     let relayQmp: QmpClient | undefined
     let diskSwitched = false
+    // A background snapshot's stream is split while QEMU writes it (see step 3a).
+    const splitWanted = this.opts.splitRamStream !== false
+    let streamWritten = false
+    let splitting: Promise<void> | undefined
     try {
       // 1. Where RAM goes: the snapshot's memory files. Background snapshots are split by
       // ram-stream.ts; the other modes (and a stream it cannot split) go through a "relay": a
@@ -338,6 +342,12 @@ export class VmDriver {
         await q.execute('blockdev-snapshot', { node: activeNode, overlay: nextNode })
         diskSwitched = true
         await q.execute('migrate', { uri: `exec:cat > ${shellQuote(stream)}` })
+        // Split the stream as it is written: memory chunks reach opts.onMemoryChunk (the agent
+        // stores them, and a live push sends them on) while QEMU still copies RAM out.
+        if (splitWanted) {
+          splitting = this.splitWhileWritten(stream, files, snap.deviceState, opts, () => !streamWritten)
+          splitting.catch(() => {}) // awaited in step 5
+        }
         resume = await q.waitEvent('RESUME', () => true, 30_000, since)
         stop = await q.waitEvent('STOP', () => true, 1000, since)
         await this.waitMigration(q, 'completed', since, 120_000)
@@ -386,9 +396,10 @@ export class VmDriver {
       let deviceState: Snapshot['deviceState'] = 'ignore-shared'
       if (bg) {
         await waitStreamComplete(stream)
+        streamWritten = true
         try {
-          if (this.opts.splitRamStream === false) throw new RamStreamError('splitting is turned off (splitRamStream: false)')
-          await splitRamStream(stream, files, snap.deviceState, { chunkBytes: opts.memoryChunkBytes, onChunk: opts.onMemoryChunk })
+          if (splitting === undefined) throw new RamStreamError('splitting is turned off (splitRamStream: false)')
+          await splitting
           deviceState = 'ram-stripped'
         } catch (err) {
           // Only a stream it cannot read goes to the relay; the sink's errors (a full disk) fail the snapshot.
@@ -437,6 +448,9 @@ export class VmDriver {
       this.log(`vm ${name}: snapshot ${id} in ${result.totalMs} ms, source paused ${result.pauseMs} ms (QEMU downtime ${result.downtimeMs} ms); RAM out at ${round(tRamOut - t0)} ms, in the memory files at ${round(tRelayIn - t0)} ms (${deviceState === 'ram-stripped' ? 'stream split' : 'relay'}), device state saved at ${round(tRelayDone - t0)} ms`)
       return result
     } catch (err) {
+      // A split following the stream stops at its end now, and fails there if it is cut short.
+      streamWritten = true
+      await splitting?.catch(() => {})
       await q.execute('migrate_cancel').catch(() => {})
       const status = await q.execute<{ status: string }>('query-status').catch(() => undefined)
       if (status && status.status !== 'running') await q.execute('cont').catch(() => {})
@@ -455,6 +469,16 @@ export class VmDriver {
       await rm(snap.dir, { recursive: true, force: true })
       throw new Error(`snapshot of ${name} failed: ${(err as Error).message}`)
     }
+  }
+
+  /** Splits a background snapshot's stream while QEMU writes it (`writing` true until it is whole). */
+  private async splitWhileWritten(stream: string, files: Record<string, string>, deviceState: string, opts: SnapshotOptions, writing: () => boolean): Promise<void> {
+    // `cat` creates the file once QEMU starts the migration.
+    for (let waited = 0; !(await exists(stream)); waited += 5) {
+      if (waited > 10_000) throw new RamStreamError(`the snapshot stream ${stream} was not created within 10 s`)
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+    await splitRamStream(stream, files, deviceState, { chunkBytes: opts.memoryChunkBytes, onChunk: opts.onMemoryChunk, writing })
   }
 
   // ---- restore ------------------------------------------------------------------------------
