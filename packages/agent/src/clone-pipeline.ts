@@ -7,6 +7,7 @@ import { ControlError } from './control-server.js'
 import type { ControlContext, ControlReply } from './control-server.js'
 import { callHost } from './host-call.js'
 import { locateVm } from './vm-locate.js'
+import { latestSnapshotHere, newestOf } from './snapshot-handlers.js'
 import { peerIdText } from '@vmesh/mesh'
 import type { HostRef } from './host-call.js'
 
@@ -83,7 +84,9 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
   const notes: string[] = []
 
   // The snapshot is taken after the election, streamed to the winners while it is taken (the
-  // first round); until it exists, bids count its size from the VM's memory.
+  // first round). Until it exists, bids count its size from the VM's memory, and what a host
+  // lacks of it from the VM's last snapshot (its disks, kernel and much of its memory recur).
+  const basis = await snapshotBasis(agent, source.host, vm, ctx.signal)
   let manifestId = ''
   let snapshotBytes = 0
   let pauseMs = 0
@@ -96,7 +99,9 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
 
   for (let round = 1; round <= MAX_ROUNDS && pending.length > 0 && !ctx.signal.aborted; round++) {
     // 1. Election with reservations.
-    const task: CloneTask = { cpus: source.cpus, memMiB: source.memMiB, diskBytes: manifestId === '' ? estimateBytes : snapshotBytes, manifestId }
+    const task: CloneTask = manifestId === ''
+      ? { cpus: source.cpus, memMiB: source.memMiB, diskBytes: estimateBytes, manifestId: basis }
+      : { cpus: source.cpus, memMiB: source.memMiB, diskBytes: snapshotBytes, manifestId }
     await progress({ phase: round === 1 ? 'elect' : 'replan', state: 'running', message: `electing hosts for ${pending.length} clone(s)` })
     const election = await elector.elect(task, pending.length, { policy, partial: req.partial || round > 1, exclude, signal: ctx.signal })
     notes.push(...election.reasons)
@@ -218,5 +223,19 @@ export async function runClone (agent: Agent, elector: Elector, ctx: ControlCont
       sourceEgressBytes: egress,
       transferMs
     }
+  }
+}
+
+/** How long the clone waits to learn the VM's last snapshot before electing without it. */
+const BASIS_TIMEOUT_MS = 1000
+
+/** The newest snapshot of `vm` its host holds, '' if none or if the host does not say in time. */
+async function snapshotBasis (agent: Agent, host: HostRef, vm: string, signal: AbortSignal): Promise<string> {
+  try {
+    if (host.peerId.toString() === agent.membership.selfId) return await latestSnapshotHere(agent, vm)
+    const r = await callHost(agent, host, { snapshotList: {} }, { signal: AbortSignal.any([signal, AbortSignal.timeout(BASIS_TIMEOUT_MS)]) })
+    return newestOf(r.snapshotList?.snapshots ?? [], vm, host.name)
+  } catch {
+    return ''
   }
 }

@@ -11,6 +11,7 @@ import type { Agent } from './agent.js'
 import type { ControlContext, ControlHandler } from './control-server.js'
 import { ControlError } from './control-server.js'
 import { callHost } from './host-call.js'
+import type { vmesh } from '@vmesh/wire'
 import { isMember } from './vm-handlers.js'
 import { assemblyDirName, COMPLETE_FILE, LOCAL_MANIFEST_FILE, parseVmSpec } from './vm-service.js'
 import {
@@ -160,6 +161,17 @@ async function clusterSnapshots (agent: Agent, ctx: ControlContext): Promise<{ s
     }
   }))
   return { snapshots: mergeSnapshotLists(lists), failed: failed.sort() }
+}
+
+/** The newest snapshot of `vm` this host holds completely (its manifest id), or '' if none. */
+export async function latestSnapshotHere (agent: Agent, vm: string): Promise<string> {
+  return newestOf((await localSnapshots(agent, await vmFiles(agent))).map((s) => s.entry), vm, agent.name)
+}
+
+export function newestOf (snapshots: vmesh.v1.ISnapshotInfo[], vm: string, host: string): string {
+  const held = snapshots.filter((s) => s.sourceVm === vm && (s.holders ?? []).includes(host))
+  held.sort((a, b) => Number(b.createdAtMs ?? 0) - Number(a.createdAtMs ?? 0))
+  return held[0]?.manifestId ?? ''
 }
 
 function fansOut (agent: Agent, ctx: ControlContext): boolean {
