@@ -63,6 +63,8 @@ class Link {
 export class ChunkPull {
   /** Chunks held (at start or since). */
   readonly have: Bitfield
+  /** A live push's chunks that arrived before their announce (see readReplies). */
+  private readonly early = new Map<number, { link: Link, data: Buffer }>()
   bytesDone = 0
   bytesFetched = 0
   bytesTotal: number
@@ -146,6 +148,15 @@ export class ChunkPull {
   announced (from: number): void {
     if (this.finished) return
     this.addChunks(from)
+    for (const [index, e] of this.early) {
+      if (index >= this.info.chunks.length) continue
+      this.early.delete(index)
+      void this.ctx.download.take(e.data.length).then(async () => {
+        if (e.link.peer.seed) this.stats.fromSeeds++
+        await this.received(e.link, index, e.data)
+        if (!this.checkDone()) this.schedule()
+      })
+    }
     if (this.started && !this.checkDone()) this.schedule()
   }
 
@@ -320,8 +331,15 @@ export class ChunkPull {
             this.schedule()
             continue
           }
-          if (!(r.index >= 0 && r.index < info.chunks.length)) throw new SwarmProtocolError('bulk_reply', `seed sent chunk ${r.index}, outside 0..${info.chunks.length - 1}`)
+          if (!(r.index >= 0 && r.index < info.capacity)) throw new SwarmProtocolError('bulk_reply', `seed sent chunk ${r.index}, outside 0..${info.capacity - 1}`)
           if (!r.missing) { this.requested.add(r.index); this.receiving.add(r.index) }
+          if (!r.missing && r.index >= info.chunks.length) {
+            // A live push: the chunk overtook its name, which comes on the (slower) session
+            // stream. Kept, unverified and unused, until announced() can check it.
+            if (this.early.size >= this.ctx.config.maxInflight) throw new SwarmProtocolError('bulk_reply', `seed sent ${this.early.size + 1} chunks not announced yet`)
+            this.early.set(r.index, { link, data: r.data })
+            continue
+          }
         } else if (expected !== r.index || r.none) {
           throw new SwarmProtocolError('bulk_order', `peer answered chunk ${r.index}, expected ${expected ?? 'nothing'}`)
         }

@@ -11,11 +11,35 @@ import { generateKey } from '@libp2p/pnet'
 import { createClientNode } from '@vmesh/mesh'
 import { ChunkStore, createManifest, encodeManifest, importLayer, isComplete, LayerBuilder, ManifestStore, materializeLayer, storeConfig, type Manifest } from '@vmesh/store'
 import { SwarmService } from './swarm-service.js'
+import { announceChunks } from './swarm-context.js'
 
 const CS = storeConfig.DEFAULT_CHUNK_SIZE
 const quiet = { debug: () => {}, info: () => {}, warn: () => {} }
 
 interface Host { node: Libp2p, store: ChunkStore, manifests: ManifestStore, swarm: SwarmService, completed: string[] }
+
+/** Four swarm services on loopback; the source (host 0) has dialled the others. */
+async function startHosts (dir: string, sourceUploadBytesPerS = 0): Promise<Host[]> {
+  const psk = new Uint8Array(95)
+  generateKey(psk)
+  const hosts = await Promise.all(Array.from({ length: 4 }, async (_, i) => {
+    const node = await createClientNode(psk, ['/ip4/127.0.0.1/tcp/0'])
+    const store = await ChunkStore.open({ dir: join(dir, `h${i}`) })
+    const manifests = await ManifestStore.open({ dir: join(dir, `h${i}`) })
+    const completed: string[] = []
+    const rateLimits = i === 0 ? { uploadBytesPerS: sourceUploadBytesPerS } : {}
+    const swarm = new SwarmService({ node, store, manifests, log: quiet, counters: { inc: () => {} }, rateLimits, onComplete: (id) => { completed.push(id) } })
+    await swarm.start()
+    return { node, store, manifests, swarm, completed }
+  }))
+  // The source dials every target, so its peer store has their addresses for the start frame.
+  for (const h of hosts.slice(1)) await hosts[0]!.node.dial(h.node.getMultiaddrs())
+  return hosts
+}
+
+async function stopHosts (hosts: Host[]): Promise<void> {
+  for (const h of hosts) { await h.swarm.stop(); await h.node.stop() }
+}
 
 describe('live push (the snapshot is sent while it is taken)', () => {
   let dir: string
@@ -23,23 +47,11 @@ describe('live push (the snapshot is sent while it is taken)', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'vmesh-live-'))
-    const psk = new Uint8Array(95)
-    generateKey(psk)
-    hosts = await Promise.all(Array.from({ length: 4 }, async (_, i) => {
-      const node = await createClientNode(psk, ['/ip4/127.0.0.1/tcp/0'])
-      const store = await ChunkStore.open({ dir: join(dir, `h${i}`) })
-      const manifests = await ManifestStore.open({ dir: join(dir, `h${i}`) })
-      const completed: string[] = []
-      const swarm = new SwarmService({ node, store, manifests, log: quiet, counters: { inc: () => {} }, onComplete: (id) => { completed.push(id) } })
-      await swarm.start()
-      return { node, store, manifests, swarm, completed }
-    }))
-    // The source dials every target, so its peer store has their addresses for the start frame.
-    for (const h of hosts.slice(1)) await hosts[0]!.node.dial(h.node.getMultiaddrs())
+    hosts = await startHosts(dir)
   })
 
   afterAll(async () => {
-    for (const h of hosts) { await h.swarm.stop(); await h.node.stop() }
+    await stopHosts(hosts)
     await rm(dir, { recursive: true, force: true })
   })
 
@@ -104,5 +116,54 @@ describe('live push (the snapshot is sent while it is taken)', () => {
     const result = await live.result
     expect(result.hosts.map((h) => h.state)).toEqual(['failed', 'failed', 'failed'])
     expect(result.hosts[0]?.error).toMatch(/more than the 2 chunks/)
+  }, 60_000)
+})
+
+describe('live push from a source that uploads slowly', () => {
+  let dir: string
+  let hosts: Host[] = []
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'vmesh-live-slow-'))
+    hosts = await startHosts(dir, 2_000_000) // past the first, a 1 MiB chunk takes half a second to leave
+  })
+
+  afterAll(async () => {
+    await stopHosts(hosts)
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('a chunk that reaches a target before its name (bulk channel ahead of the session stream) is kept until named, not refused', async () => {
+    const [src, ...targets] = hosts as [Host, ...Host[]]
+    const live = src.swarm.pushLive(targets.map((t) => ({ peerId: t.node.peerId })), 16)
+    await new Promise((resolve) => setTimeout(resolve, 200)) // sessions and links open
+    const info = src.swarm.context.live.get(live.sessionId)!
+    const hold = src.store.hold()
+    const memory = randomBytes(4 * CS)
+    const builder = new LayerBuilder(src.store, 'memory', 'pc.ram', memory.length, hold)
+    const hashes: string[] = []
+    for (let i = 0; i < 4; i++) hashes.push((await builder.put(i, memory.subarray(i * CS, (i + 1) * CS))) as string)
+    // Chunks 0 and 1 are named as usual: one target gets 0, another 1 (slowly: the upload is
+    // capped); the third hears "none" and asks again while 1 is still on its way.
+    live.announce([0, 1].map((i) => ({ hash: hashes[i]!, size: CS, data: memory.subarray(i * CS, (i + 1) * CS) })))
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    // Chunks 2 and 3 are in the source's table, so handed out when it asks again, but their
+    // names are not on the targets' session streams yet.
+    for (let i = 2; i < 4; i++) {
+      src.swarm.context.pending.set(hashes[i]!, memory.subarray(i * CS, (i + 1) * CS))
+      announceChunks(info, i, [{ hash: hashes[i]!, size: CS }])
+      src.swarm.context.hub.emit('gained', info.id, i)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    live.announce([]) // now the names go out
+    const manifest = createManifest({ name: 'early', layers: [await builder.finish()] })
+    const id = await src.manifests.save(manifest)
+    hold.release()
+    live.seal(id, await src.manifests.loadEncoded(id))
+    const result = await live.result
+    expect(result.hosts.map((h) => h.state)).toEqual(['done', 'done', 'done'])
+    // Nothing was refused and sent again: the source sent each chunk once.
+    expect(result.sourceEgressBytes).toBe(4 * CS)
+    for (const t of targets) expect(isComplete(t.store, await t.manifests.load(id) as Manifest)).toBe(true)
   }, 60_000)
 })

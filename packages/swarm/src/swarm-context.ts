@@ -164,9 +164,11 @@ export class SwarmContext {
     const count = info.capacity
     let entry = this.handouts.get(key)
     if (entry === undefined) {
-      // A live push's chunks go out in the order they were stored (the table grows at its end).
-      const start = info.liveSession !== undefined ? 0 : startFractionOf(this.selfId)
-      entry = { handout: new SeedHandout(count, Date.now, Math.floor(count * this.config.endgameFraction), start, info.first, () => info.chunks.length), links: 0 }
+      // A live push's chunks go out in the order they were stored (the table grows at its end),
+      // and it has no end-game budget: its count is only a bound.
+      const live = info.liveSession !== undefined
+      const endgame = live ? 0 : Math.floor(count * this.config.endgameFraction)
+      entry = { handout: new SeedHandout(count, Date.now, endgame, live ? 0 : startFractionOf(this.selfId), info.first, () => info.chunks.length), links: 0 }
       this.handouts.set(key, entry)
     }
     entry.links++
