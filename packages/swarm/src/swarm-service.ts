@@ -301,7 +301,8 @@ export class SwarmService {
         await ch.send(progress('done')).catch(() => {})
       } else {
         ctx.log.warn(`swarm ${info.id.slice(0, 12)}: transfer stopped: ${(err as Error).message}`)
-        if (info.sealed) this.opts.onTargetFailed?.(info.manifestId)
+        // (A live push that failed before its manifest came has nothing the agent prepared.)
+        if (info.manifestId !== '') this.opts.onTargetFailed?.(info.manifestId)
         await ch.send(progress('failed', (err as Error).message)).catch(() => {})
       }
     }
@@ -385,7 +386,8 @@ export class SwarmService {
     ctx.log.info(`swarm ${info.id.slice(0, 13)}: live push to ${targets.length} host(s) while the snapshot is taken`)
     const result = this.runPush(info, sessionId, [{ peerId: self, name: 'self' }], uniqueTargets(targets, self), { ...opts, feed })
       .finally(() => {
-        for (const h of inMemory) if (ctx.store.has(h)) ctx.pending.delete(h)
+        // Served from memory only while the push ran (and, stored or not, no longer needed).
+        for (const h of inMemory) ctx.pending.delete(h)
         setTimeout(() => { if (ctx.live.get(sid) === info) ctx.live.delete(sid) }, SESSION_REATTACH_MS).unref()
       })
     result.catch(() => {})
