@@ -1,8 +1,9 @@
 // A snapshot sent to other hosts while it is taken: the source host's half of a clone. Each
 // memory chunk is named to the winners the moment it is stored (a live push, SwarmService.
 // pushLive), so the transfer starts with the snapshot instead of after it; the manifest seals the
-// push at the end. If the live push cannot carry the snapshot (more chunks than it was opened
-// for), the finished snapshot goes by an ordinary push instead.
+// push at the end. Where the live push cannot carry the snapshot (more chunks than it was
+// opened for, a manifest that differs from the chunks named, a session lost), the finished
+// snapshot goes to those hosts by an ordinary push instead.
 import { storeConfig, type Layer } from '@vmesh/store'
 import type { Snapshot } from '@vmesh/hypervisor'
 import type { PushTarget } from '@vmesh/swarm'
@@ -31,7 +32,13 @@ export async function snapshotAndPush (agent: Agent, ctx: ControlContext, vm: st
   }
   const id = taken.id
   const reply = snapshotReply(taken)
-  live.seal(id, await agent.manifests.loadEncoded(id))
+  try {
+    live.seal(id, await agent.manifests.loadEncoded(id))
+  } catch (err) {
+    // (A stream the split gave up on goes through the relay QEMU, whose memory may differ from
+    // the chunks already named.) The winners then get the finished snapshot the ordinary way.
+    live.abort(`the snapshot does not match the chunks named while it was taken: ${(err as Error).message}`)
+  }
   await ctx.send({ vmSnapshot: reply }).catch(() => {})
   let result = await live.result
   if (result.hosts.some((h) => h.state !== 'done') && !ctx.signal.aborted) {
