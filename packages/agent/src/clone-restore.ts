@@ -47,16 +47,7 @@ async function restoreClones (agent: Agent, ctx: ControlContext, id: string, nam
     throw new ControlError('RESTORE_FAILED', `host ${agent.name} cannot use snapshot ${id.slice(0, 12)}: ${(err as Error).message}`)
   }
   await progress({ state: 'running', message: `${agent.name}: snapshot files ready in ${Date.now() - t0} ms, starting ${names.length} clone(s)` })
-  // In parallel: most of a restore is waiting (QEMU loading device state, the guest answering
-  // on its control channel), so clones on one host start together rather than in a queue.
-  return await Promise.all(names.map(async (name) => {
-    try {
-      const prepared = await agent.vms.exclusive(name, async () => await agent.vms.driver.prepareRestore({ snapshot, name, hostname: name }))
-      return await finish(agent, prepared, t0, progress)
-    } catch (err) {
-      return failed(agent, name, t0, err as Error)
-    }
-  }))
+  return await startClones(agent, names, snapshot, Promise.resolve(true), t0, progress) as CloneResult[]
 }
 
 /**
@@ -76,32 +67,43 @@ async function startWhileArriving (agent: Agent, ctx: ControlContext, id: string
   })
   if (arriving === undefined) return undefined
   await progress({ state: 'running', message: `${agent.name}: starting ${names.length} clone(s) while the snapshot's memory arrives` })
-  const prepared = await Promise.all(names.map(async (name) => {
-    try {
-      return await agent.vms.exclusive(name, async () => await agent.vms.driver.prepareRestore({ snapshot: arriving.snapshot, name, hostname: name }))
-    } catch (err) {
-      return err as Error
-    }
-  }))
   const aborted = new Promise<boolean>((resolve) => {
     if (ctx.signal.aborted) resolve(false)
     ctx.signal.addEventListener('abort', () => resolve(false), { once: true })
   })
-  const complete = await Promise.race([arriving.complete, aborted])
-  if (!complete) {
-    for (const p of prepared) if (!(p instanceof Error)) await agent.vms.exclusive(p.name, async () => await agent.vms.driver.discardRestore(p)).catch(() => {})
-    return undefined
-  }
-  await progress({ state: 'running', message: `${agent.name}: snapshot complete ${Date.now() - t0} ms after its clones' QEMUs began starting` })
-  return await Promise.all(prepared.map(async (p, k) => {
-    const name = names[k] as string
-    if (p instanceof Error) return failed(agent, name, t0, p)
+  const complete = Promise.race([arriving.complete, aborted])
+  void complete.then(async (ok) => { if (ok) await progress({ state: 'running', message: `${agent.name}: snapshot complete ${Date.now() - t0} ms after its clones' QEMUs began starting` }) })
+  return await startClones(agent, names, arriving.snapshot, complete, t0, progress)
+}
+
+/**
+ * Restores the clones in parallel (most of a restore is waiting: QEMU loading device state, the
+ * guest answering on its control channel): each QEMU starts at once and runs once `complete`
+ * says the snapshot's files are whole. If it says they never will be, every prepared clone is
+ * removed and the answer is undefined.
+ */
+async function startClones (agent: Agent, names: string[], snapshot: Snapshot, complete: Promise<boolean>, t0: number,
+  progress: (p: vmesh.v1.CloneProgress.$Properties) => Promise<void>): Promise<CloneResult[] | undefined> {
+  let incomplete = false
+  const results = await Promise.all(names.map(async (name): Promise<CloneResult | undefined> => {
+    let prepared: PreparedRestore
     try {
-      return await finish(agent, p, t0, progress)
+      prepared = await agent.vms.exclusive(name, async () => await agent.vms.driver.prepareRestore({ snapshot, name, hostname: name }))
+    } catch (err) {
+      return failed(agent, name, t0, err as Error)
+    }
+    if (!(await complete)) {
+      incomplete = true
+      await agent.vms.exclusive(name, async () => await agent.vms.driver.discardRestore(prepared)).catch(() => {})
+      return undefined
+    }
+    try {
+      return await finish(agent, prepared, t0, progress)
     } catch (err) {
       return failed(agent, name, t0, err as Error)
     }
   }))
+  return incomplete ? undefined : results as CloneResult[]
 }
 
 async function finish (agent: Agent, prepared: PreparedRestore, t0: number, progress: (p: vmesh.v1.CloneProgress.$Properties) => Promise<void>): Promise<CloneResult> {

@@ -72,7 +72,7 @@ export class VmService {
    * Snapshots being received, assembled into files as their chunks arrive (by manifest id).
    * `outcome` resolves true once the files are complete, false if the assembly stopped.
    */
-  private readonly assemblies = new Map<string, { assembly: ManifestAssembly, finished?: Promise<void>, outcome: Promise<boolean>, settle: (ok: boolean) => void }>()
+  private readonly assemblies = new Map<string, { assembly: ManifestAssembly, manifest: Manifest, finished?: Promise<void>, outcome: Promise<boolean>, settle: (ok: boolean) => void }>()
 
   private constructor (readonly accel: AcceleratorChoice, private readonly deps: VmServiceDeps) {
     this.driver = new VmDriver({ dataDir: deps.dataDir, accel: accel.accel, log: (line) => { deps.log.info(line) } })
@@ -237,15 +237,14 @@ export class VmService {
   async arrivingSnapshot (manifestId: string): Promise<{ snapshot: Snapshot, complete: Promise<boolean> } | undefined> {
     const entry = this.assemblies.get(manifestId)
     if (entry === undefined || entry.finished !== undefined) return undefined
-    const manifest = await this.deps.manifests.load(manifestId)
+    const manifest = entry.manifest
     const memory = manifest.layers.flatMap((l, i) => (l.kind === 'memory' ? [i] : []))
     const others = manifest.layers.flatMap((l, i) => (l.kind === 'memory' ? [] : [i]))
+    const specIndex = manifest.layers.findIndex((l) => l.kind === 'vm-spec')
+    if ((manifest.layers[specIndex]?.size ?? 0) > MAX_SPEC_BYTES) throw new Error(`vm-spec layer is larger than ${MAX_SPEC_BYTES} bytes`)
     await entry.assembly.ready(others, memory)
     const dir = this.assemblyDir(manifestId)
-    const specIndex = manifest.layers.findIndex((l) => l.kind === 'vm-spec')
-    const specPath = layerPath(dir, manifest, specIndex)
-    if ((await stat(specPath)).size > MAX_SPEC_BYTES) throw new Error(`vm-spec layer is larger than ${MAX_SPEC_BYTES} bytes`)
-    const spec = parseVmSpec(await readFile(specPath, 'utf8'))
+    const spec = parseVmSpec(await readFile(layerPath(dir, manifest, specIndex), 'utf8'))
     return { snapshot: snapshotOf(manifestId, manifest, spec, dir), complete: entry.outcome }
   }
 
@@ -279,7 +278,7 @@ export class VmService {
     await assembly.open()
     let settle!: (ok: boolean) => void
     const outcome = new Promise<boolean>((resolve) => { settle = resolve })
-    this.assemblies.set(manifestId, { assembly, outcome, settle })
+    this.assemblies.set(manifestId, { assembly, manifest, outcome, settle })
   }
 
   chunkArrived (manifestId: string, hash: string, data: Uint8Array): void {

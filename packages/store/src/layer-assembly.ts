@@ -89,6 +89,12 @@ export class ManifestAssembly {
     })
   }
 
+  /** Queues a chunk that never arrived to be written from the store (verified on read). */
+  private copyFromStore (hash: Hash): void {
+    this.written.add(hash)
+    this.enqueue(hash, this.places.get(hash) as Place[], async () => await this.store.readVerified(hash))
+  }
+
   private wake (): void {
     for (const w of this.waiters) w()
     this.waiters.clear()
@@ -105,11 +111,7 @@ export class ManifestAssembly {
     if (this.state !== 'open') throw new Error(`assembly is ${this.state}`)
     const needed = new Set<Hash>()
     for (const li of complete) for (const h of this.manifest.layers[li]?.chunks ?? []) if (h !== null) needed.add(h)
-    for (const h of needed) {
-      if (this.written.has(h) || !this.store.has(h)) continue
-      this.written.add(h)
-      this.enqueue(h, this.places.get(h) as Place[], async () => await this.store.readVerified(h))
-    }
+    for (const h of needed) if (!this.written.has(h) && this.store.has(h)) this.copyFromStore(h)
     for (;;) {
       if (this.failure !== undefined) throw this.failure
       if (this.state !== 'open') throw new Error(`assembly is ${this.state}`)
@@ -132,11 +134,7 @@ export class ManifestAssembly {
     try {
       await this.queue
       if (this.failure !== undefined) throw this.failure
-      for (const [hash, places] of this.places) {
-        if (this.written.has(hash)) continue
-        this.written.add(hash)
-        this.enqueue(hash, places, async () => await this.store.readVerified(hash))
-      }
+      for (const hash of this.places.keys()) if (!this.written.has(hash)) this.copyFromStore(hash)
       await this.queue
       if (this.failure !== undefined) throw this.failure
       for (const fd of this.files) await fd.close()

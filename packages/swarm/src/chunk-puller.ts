@@ -151,11 +151,7 @@ export class ChunkPull {
     for (const [index, e] of this.early) {
       if (index >= this.info.chunks.length) continue
       this.early.delete(index)
-      void this.ctx.download.take(e.data.length).then(async () => {
-        if (e.link.peer.seed) this.stats.fromSeeds++
-        await this.received(e.link, index, e.data)
-        if (!this.checkDone()) this.schedule()
-      })
+      void this.take(e.link, index, e.data)
     }
     if (this.started && !this.checkDone()) this.schedule()
   }
@@ -350,15 +346,20 @@ export class ChunkPull {
           this.schedule()
           continue
         }
-        await ctx.download.take(r.data.length)
-        if (link.peer.seed) this.stats.fromSeeds++
-        else this.stats.fromRelays++
-        await this.received(link, r.index, r.data)
-        if (!this.checkDone()) this.schedule()
+        await this.take(link, r.index, r.data)
       }
     } catch (err) {
       if (link.bulk === bulk && !this.finished) this.linkDown(link, err as Error)
     }
+  }
+
+  /** A chunk's bytes from a link: within the download cap, then received(). */
+  private async take (link: Link, index: number, data: Buffer): Promise<void> {
+    await this.ctx.download.take(data.length)
+    if (link.peer.seed) this.stats.fromSeeds++
+    else this.stats.fromRelays++
+    await this.received(link, index, data)
+    if (!this.checkDone()) this.schedule()
   }
 
   /**

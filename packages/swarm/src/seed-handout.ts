@@ -102,7 +102,7 @@ export class SeedHandout {
       const w = this.onItsWay.get(i)
       return w === undefined || now - w.atMs >= HANDOUT_TIMEOUT_MS
     }
-    let pick = this.first.find((i) => i < this.count && fresh(i))
+    let pick = this.first.find(fresh)
     for (let k = 0; pick === undefined && k < this.count; k++) {
       const i = (this.offset + k) % this.count
       if (fresh(i)) pick = i

@@ -108,7 +108,7 @@ export function markSealed (info: ManifestInfo, manifestId: string, encoded: Uin
 }
 
 export class SwarmContext {
-  readonly hub = new EventEmitter<{ gained: [string, number], announced: [string] }>()
+  readonly hub = new EventEmitter<{ gained: [string, number] }>()
   /** Live pushes this host takes part in, by session id (hex). */
   readonly live = new Map<string, ManifestInfo>()
   /** Verified chunks received and not yet durable in the store (DurableQueue): served from here. */

@@ -69,6 +69,18 @@ export interface PushResult {
   elapsedMs: number
 }
 
+/** A target's pull in progress, by session id (SwarmService.pulls). */
+interface PullEntry {
+  pull: ChunkPull
+  info: ManifestInfo
+  /** The session stream reporting it; undefined while it waits for a re-attach. */
+  attached: MessageChannel | undefined
+  orphanTimer?: NodeJS.Timeout
+  startedAt: number
+  /** What this host had served of the manifest before, to report this session's share. */
+  servedBefore: number
+}
+
 /** A push of a snapshot still being taken: see SwarmService.pushLive. */
 export interface LivePush {
   sessionId: string
@@ -101,7 +113,7 @@ export class SwarmService {
    * loaded machine) does not stop the pull at once: the coordinator re-attaches with the same
    * session id within SESSION_REATTACH_MS, and the pull goes on where it was.
    */
-  private readonly pulls = new Map<string, { pull: ChunkPull, info: ManifestInfo, attached: MessageChannel | undefined, orphanTimer?: NodeJS.Timeout, startedAt: number, servedBefore: number }>()
+  private readonly pulls = new Map<string, PullEntry>()
 
   constructor (private readonly opts: SwarmServiceOptions) {
     this.config = { ...DEFAULT_SWARM_CONFIG, ...opts.config }
@@ -170,58 +182,19 @@ export class SwarmService {
       if (f.body !== 'start' || f.start == null) throw new SwarmProtocolError('session_first', `a session must begin with start, got ${f.body ?? 'nothing'}`)
       const start = checkStart(f.start)
       const peers = start.peers.map(toPullPeer)
-      if (start.liveCapacity > 0) {
-        // A live push: the chunks are named as the source stores them, the manifest comes last.
-        if (this.pulls.has(start.sessionId)) throw new SwarmProtocolError('session_id', 'a live push cannot be re-attached')
-        const info = liveInfo(start.sessionId, start.liveCapacity)
-        ctx.live.set(start.sessionId, info)
-        const sid = start.sessionId
-        const forget = (): void => { setTimeout(() => { if (ctx.live.get(sid) === info) ctx.live.delete(sid) }, SESSION_REATTACH_MS).unref() }
-        const p = new ChunkPull(ctx, info, peers, f.start.sessionId ?? new Uint8Array(0), this.opts.onChunk)
-        const live = { pull: p, info, attached: undefined, startedAt: Date.now(), servedBefore: 0 }
-        this.pulls.set(sid, live)
-        void p.done.catch(() => {}).finally(() => { forget(); setTimeout(() => { if (this.pulls.get(sid)?.pull === p) this.pulls.delete(sid) }, SESSION_REATTACH_MS).unref() })
-        ctx.log.info(`swarm ${info.id.slice(0, 13)}: target of a live push from ${coordinator.slice(-8)} (the snapshot is still being taken)`)
-        pull = p
-        await ch.send(encodeSession({ ready: { have: p.have.encode(), chunkCount: info.capacity } }))
-        const planFrame = await ch.recv(this.config.readyTimeoutMs)
-        if (planFrame === undefined) return
-        const pf = decodeSessionFrame(planFrame)
-        if (pf.body !== 'plan' || pf.plan == null) throw new SwarmProtocolError('session_plan', `expected a plan, got ${pf.body ?? 'nothing'}`)
-        decodeHave(pf.plan.seedChunks ?? new Uint8Array(0), info.capacity)
-        await this.runPull(ch, live, coordinator)
-        return
-      }
-      let id: string
-      try {
-        // Saved before any chunk arrives, so gc keeps what the transfer fetches.
-        id = await ctx.manifests.saveEncoded(start.manifest)
-      } catch (err) {
-        throw new SwarmProtocolError('manifest', `start carries an invalid manifest: ${(err as Error).message}`)
-      }
-      const info = manifestInfo(id, start.manifest)
-      ctx.remember(info)
-      let entry = this.pulls.get(start.sessionId)
-      if (entry !== undefined && entry.info.id === id && !entry.pull.settled) {
-        clearTimeout(entry.orphanTimer)
-        ctx.log.info(`swarm ${id.slice(0, 12)}: the coordinator re-attached to the session; ${formatMiB(entry.pull.bytesTotal - entry.pull.bytesDone)} left`)
-      } else {
-        await this.opts.onTargetStart?.(id).catch((err: Error) => { ctx.log.warn(`swarm ${id.slice(0, 12)}: preparing for the transfer failed: ${err.message}`) })
-        const p = new ChunkPull(ctx, info, peers, f.start.sessionId ?? new Uint8Array(0), this.opts.onChunk)
-        entry = { pull: p, info, attached: undefined, startedAt: Date.now(), servedBefore: ctx.servedBytes.get(id) ?? 0 }
-        this.pulls.set(start.sessionId, entry)
-        const sid = start.sessionId
-        void p.done.catch(() => {}).finally(() => { setTimeout(() => { if (this.pulls.get(sid)?.pull === p) this.pulls.delete(sid) }, SESSION_REATTACH_MS).unref() })
-        ctx.log.info(`swarm ${id.slice(0, 12)}: target of a push from ${coordinator.slice(-8)}: ${formatMiB(p.bytesTotal - p.bytesDone)} to fetch from ${peers.length - 1} peer(s)`)
-      }
+      const sessionBytes = f.start.sessionId ?? new Uint8Array(0)
+      const entry = start.liveCapacity > 0
+        ? this.startLivePull(start.sessionId, sessionBytes, start.liveCapacity, peers, coordinator)
+        : await this.startPull(start.sessionId, sessionBytes, start.manifest, peers, coordinator)
       pull = entry.pull
-      await ch.send(encodeSession({ ready: { have: pull.have.encode(), chunkCount: info.chunks.length } }))
+      const { info } = entry
+      await ch.send(encodeSession({ ready: { have: pull.have.encode(), chunkCount: info.capacity } }))
       const planFrame = await ch.recv(this.config.readyTimeoutMs)
       if (planFrame === undefined) return
       const pf = decodeSessionFrame(planFrame)
       if (pf.body !== 'plan' || pf.plan == null) throw new SwarmProtocolError('session_plan', `expected a plan, got ${pf.body ?? 'nothing'}`)
       // The plan is the go signal; its seed set is checked but the seeds choose what to send.
-      decodeHave(pf.plan.seedChunks ?? new Uint8Array(0), info.chunks.length)
+      decodeHave(pf.plan.seedChunks ?? new Uint8Array(0), info.capacity)
       await this.runPull(ch, entry, coordinator)
     } catch (err) {
       // A broken stream during the handshake of a re-attach leaves the pull to its orphan timer.
@@ -235,7 +208,54 @@ export class SwarmService {
     }
   }
 
-  private async runPull (ch: MessageChannel, entry: { pull: ChunkPull, info: ManifestInfo, attached: MessageChannel | undefined, orphanTimer?: NodeJS.Timeout, startedAt: number, servedBefore: number }, coordinator: string): Promise<void> {
+  /**
+   * A target's pull of a manifest: a new one, or the one a re-attaching coordinator left going
+   * (same session id and manifest). The manifest is saved before any chunk arrives, so gc keeps
+   * what the transfer fetches.
+   */
+  private async startPull (sid: string, sessionBytes: Uint8Array, encoded: Uint8Array, peers: PullPeer[], coordinator: string): Promise<PullEntry> {
+    const ctx = this.context
+    let id: string
+    try {
+      id = await ctx.manifests.saveEncoded(encoded)
+    } catch (err) {
+      throw new SwarmProtocolError('manifest', `start carries an invalid manifest: ${(err as Error).message}`)
+    }
+    const info = manifestInfo(id, encoded)
+    ctx.remember(info)
+    const known = this.pulls.get(sid)
+    if (known !== undefined && known.info.id === id && !known.pull.settled) {
+      clearTimeout(known.orphanTimer)
+      ctx.log.info(`swarm ${id.slice(0, 12)}: the coordinator re-attached to the session; ${formatMiB(known.pull.bytesTotal - known.pull.bytesDone)} left`)
+      return known
+    }
+    await this.opts.onTargetStart?.(id).catch((err: Error) => { ctx.log.warn(`swarm ${id.slice(0, 12)}: preparing for the transfer failed: ${err.message}`) })
+    const entry = this.addPull(sid, new ChunkPull(ctx, info, peers, sessionBytes, this.opts.onChunk), ctx.servedBytes.get(id) ?? 0)
+    ctx.log.info(`swarm ${id.slice(0, 12)}: target of a push from ${coordinator.slice(-8)}: ${formatMiB(entry.pull.bytesTotal - entry.pull.bytesDone)} to fetch from ${peers.length - 1} peer(s)`)
+    return entry
+  }
+
+  /** A target's pull of a live push: the chunks are named as the source stores them, the manifest comes last. */
+  private startLivePull (sid: string, sessionBytes: Uint8Array, capacity: number, peers: PullPeer[], coordinator: string): PullEntry {
+    const ctx = this.context
+    if (this.pulls.has(sid)) throw new SwarmProtocolError('session_id', 'a live push cannot be re-attached')
+    const info = liveInfo(sid, capacity)
+    ctx.live.set(sid, info)
+    const entry = this.addPull(sid, new ChunkPull(ctx, info, peers, sessionBytes, this.opts.onChunk), 0)
+    void entry.pull.done.catch(() => {}).finally(() => { setTimeout(() => { if (ctx.live.get(sid) === info) ctx.live.delete(sid) }, SESSION_REATTACH_MS).unref() })
+    ctx.log.info(`swarm ${info.id.slice(0, 13)}: target of a live push from ${coordinator.slice(-8)} (the snapshot is still being taken)`)
+    return entry
+  }
+
+  /** Records a pull under its session id, forgotten a while after it ends (a re-attach may still ask). */
+  private addPull (sid: string, pull: ChunkPull, servedBefore: number): PullEntry {
+    const entry: PullEntry = { pull, info: pull.info, attached: undefined, startedAt: Date.now(), servedBefore }
+    this.pulls.set(sid, entry)
+    void pull.done.catch(() => {}).finally(() => { setTimeout(() => { if (this.pulls.get(sid)?.pull === pull) this.pulls.delete(sid) }, SESSION_REATTACH_MS).unref() })
+    return entry
+  }
+
+  private async runPull (ch: MessageChannel, entry: PullEntry, coordinator: string): Promise<void> {
     const ctx = this.context
     const { pull, info, servedBefore, startedAt } = entry
     entry.attached = ch
@@ -396,8 +416,11 @@ export class SwarmService {
       announce: (chunks, announceOpts = {}) => {
         if (feed.aborted !== undefined) return
         const from = info.chunks.length
-        const fresh = chunks.filter((c) => !named.has(c.hash) && named.add(c.hash) !== undefined)
-        for (const c of fresh) {
+        const fresh: typeof chunks = []
+        for (const c of chunks) {
+          if (named.has(c.hash)) continue
+          named.add(c.hash)
+          fresh.push(c)
           if (c.data !== undefined && !ctx.store.has(c.hash) && !ctx.pending.has(c.hash)) { ctx.pending.set(c.hash, c.data); inMemory.push(c.hash) }
         }
         if (!announceChunks(info, from, fresh.map((c) => ({ hash: c.hash, size: c.size })))) {
@@ -414,7 +437,7 @@ export class SwarmService {
         const manifest = decodeManifest(encoded)
         checkSeal(info, manifest)
         markSealed(info, manifestId, encoded, manifest)
-        for (const h of inMemory.splice(0)) if (ctx.store.has(h)) ctx.pending.delete(h)
+        for (const h of inMemory) if (ctx.store.has(h)) ctx.pending.delete(h)
         feed.wake()
       },
       abort: (reason) => { feed.abort(reason) },
