@@ -13,6 +13,13 @@ import type { Lab } from '../lab.js'
 import { cliBin, waitFor } from './agents.js'
 
 export const LAB_AGENT_PORT = 7946
+/**
+ * VMESH_AGENT_NODE_FLAGS: extra Node flags for every lab agent, to look inside a benchmark, e.g.
+ * "--cpu-prof --cpu-prof-dir=/tmp/prof" (a profile per agent) or "--trace-gc" (in the agents' logs).
+ */
+const extraNodeFlags = (process.env.VMESH_AGENT_NODE_FLAGS ?? '').split(/\s+/).filter((f) => f !== '')
+/** A profiling agent writes its profile only when it exits cleanly. */
+const profiling = extraNodeFlags.includes('--cpu-prof')
 
 export class LabAgents {
   readonly root: string
@@ -67,6 +74,15 @@ export class LabAgents {
   }
 
   async stopAll (): Promise<void> {
+    // A profiled agent writes its profile only on a clean exit: ask first, then insist.
+    if (profiling) {
+      await Promise.all(this.agents.map(async (a) => {
+        if (a === undefined) return
+        const timer = setTimeout(() => { void a.kill('SIGKILL') }, 10_000)
+        await a.kill('SIGTERM')
+        clearTimeout(timer)
+      }))
+    }
     for (const a of this.agents) await a?.kill('SIGKILL')
   }
 
@@ -98,7 +114,7 @@ export class LabAgent {
   }
 
   async spawn (bootstrap: string[], opts: { env?: NodeJS.ProcessEnv, logLevel?: string }): Promise<void> {
-    const args = [cliBin, 'agent', '--data-dir', this.dataDir, '--cluster-key', this.cluster.keyFile,
+    const args = [...extraNodeFlags, cliBin, 'agent', '--data-dir', this.dataDir, '--cluster-key', this.cluster.keyFile,
       '--listen', this.cluster.addr(this.host), '--name', this.name, '--log-level', opts.logLevel ?? 'info']
     for (const b of bootstrap) args.push('--bootstrap', b)
     // `ip netns exec` execs the command in place: the child's PID is the agent's.

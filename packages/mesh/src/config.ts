@@ -26,8 +26,13 @@ export interface MeshConfig {
   suspicionMaxFactor: number
   /** Confirmations expected before the timeout reaches its minimum. */
   suspicionExpectedConfirmations: number
-  /** How often an agent republishes its advert even if nothing changed (also a liveness hint). */
+  /**
+   * How often an agent looks whether its resources moved enough to publish a new advert
+   * (advert-schedule.ts); changes to its VMs, reservations and manifests go out at once.
+   */
   advertIntervalMs: number
+  /** How often an agent republishes its advert even if nothing changed (also a liveness hint). */
+  advertRefreshMs: number
   /**
    * How often each agent runs a push-pull sync (whole views both ways) with one random member,
    * besides the one on every new connection. This anti-entropy is what lets a member that missed
@@ -52,6 +57,7 @@ export const lanConfig: MeshConfig = {
   suspicionMaxFactor: 4,
   suspicionExpectedConfirmations: 3,
   advertIntervalMs: 2000,
+  advertRefreshMs: 10_000,
   pushPullIntervalMs: 5000,
   resourceSampleMs: 2000,
   reapAfterMs: 60 * 60 * 1000,

@@ -8,6 +8,7 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { pb, streamChannel } from '@vmesh/wire'
 import type { vmesh } from '@vmesh/wire'
 import { signAdvert, verifyAdvert, ADVERT_VERSION } from './advert.js'
+import { advertChanged, type AdvertSnapshot } from './advert-schedule.js'
 import { Awareness } from './awareness.js'
 import type { Claim, MemberStatus } from './claims.js'
 import type { MeshConfig } from './config.js'
@@ -83,6 +84,9 @@ export class Membership {
   private readonly detector: FailureDetector
   private readonly timers: NodeJS.Timeout[] = []
   private advertQueued: NodeJS.Timeout | undefined
+  /** What the last advert published said, and when: the periodic tick skips adverts that would say nothing new. */
+  private lastAdvert: AdvertSnapshot | undefined
+  private lastAdvertAt = 0
   private readonly dialing = new Set<string>()
   /** When we last told a member it was declared dead, to tell it at most every 2 s. */
   private readonly toldDeadAt = new Map<string, number>()
@@ -141,7 +145,7 @@ export class Membership {
     this.resources = await this.opts.resources.sample()
     await saveIncarnation(this.opts.dataDir, this.incarnation)
     await this.publishAdvert()
-    this.every(config.advertIntervalMs, () => { void this.publishAdvert(); this.connectToMembers() })
+    this.every(config.advertIntervalMs, () => { void this.publishAdvert('if-changed'); this.connectToMembers() })
     this.every(config.pushPullIntervalMs, () => { void this.syncWithRandomMember() })
     this.every(config.resourceSampleMs, () => { void this.opts.resources.sample().then((r) => { this.resources = r }) })
     this.every(Math.min(config.reapAfterMs, 60_000), () => { this.view.reap(config.reapAfterMs) })
@@ -219,7 +223,8 @@ export class Membership {
 
   // --- adverts -------------------------------------------------------------------------------
 
-  private async publishAdvert (): Promise<void> {
+  /** Publishes this agent's advert; 'if-changed' (the periodic tick) only when advertChanged() or it is due for a refresh. */
+  private async publishAdvert (when: 'now' | 'if-changed' = 'now'): Promise<void> {
     if (this.stopped || this.leaving || this.resources === undefined) return
     const extras = this.opts.extras?.() ?? { vms: [], images: [] }
     const resources: Resources = {
@@ -227,6 +232,11 @@ export class Membership {
       vcpusReserved: extras.vcpusReserved ?? 0,
       memReservedMib: extras.memReservedMib ?? 0
     }
+    const current: AdvertSnapshot = { resources, holdings: JSON.stringify([extras.vms, extras.images]) }
+    const due = Date.now() - this.lastAdvertAt >= this.opts.config.advertRefreshMs
+    if (when === 'if-changed' && !due && !advertChanged(this.lastAdvert, current)) return
+    this.lastAdvert = current
+    this.lastAdvertAt = Date.now()
     const advert: vmesh.v1.Advert.$Properties = {
       version: ADVERT_VERSION,
       peerId: peerIdToBytes(this.opts.node.peerId),
