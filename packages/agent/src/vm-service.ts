@@ -276,6 +276,7 @@ export class VmService {
     await mkdir(dir, { recursive: true })
     const assembly = new ManifestAssembly(this.deps.store, manifest, manifest.layers.map((_, i) => layerPath(dir, manifest, i)))
     await assembly.open()
+    assembly.copyHeldChunks()
     let settle!: (ok: boolean) => void
     const outcome = new Promise<boolean>((resolve) => { settle = resolve })
     this.assemblies.set(manifestId, { assembly, manifest, outcome, settle })

@@ -45,6 +45,27 @@ describe('ManifestAssembly', () => {
     expect((await readdir(dir)).filter((n) => n.endsWith('.tmp'))).toEqual([])
   })
 
+  it('copies the chunks the store holds before finish(), the layers other than memory first', async () => {
+    const { dir, store, manifest, files } = await fixture()
+    const out = [join(dir, 'h0'), join(dir, 'h1')]
+    const asm = new ManifestAssembly(store, manifest, out)
+    await asm.open()
+    const order: string[] = []
+    const read = store.readVerified.bind(store)
+    store.readVerified = async (h) => { order.push(h); return await read(h) }
+    asm.copyHeldChunks()
+    const distinct = new Set(manifest.layers.flatMap((l) => l.chunks.filter((h) => h !== null)))
+    expect(asm.chunksWritten).toBe(distinct.size)
+    await asm.ready([1])
+    expect(order[0]).toBe(manifest.layers[1]!.chunks[0])
+    const before = order.length
+    await asm.finish()
+    expect(order.length).toBe(distinct.size)
+    expect(before).toBeGreaterThanOrEqual(1)
+    expect((await readFile(out[0]!)).equals(files[0]!)).toBe(true)
+    expect((await readFile(out[1]!)).equals(files[1]!)).toBe(true)
+  })
+
   it('ignores bytes of the wrong length and chunks that are not in the manifest', async () => {
     const { dir, store, manifest, files } = await fixture()
     const out = [join(dir, 'o0'), join(dir, 'o1')]
