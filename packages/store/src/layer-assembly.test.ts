@@ -66,6 +66,19 @@ describe('ManifestAssembly', () => {
     expect((await readFile(out[1]!)).equals(files[1]!)).toBe(true)
   })
 
+  it('places each file once when ready() and finish() overlap (the transfer ends while a clone starts)', async () => {
+    for (let round = 0; round < 20; round++) {
+      const { dir, store, manifest, files } = await fixture()
+      const out = [join(dir, 'r0'), join(dir, 'r1')]
+      const asm = new ManifestAssembly(store, manifest, out)
+      await asm.open()
+      asm.copyHeldChunks()
+      await Promise.all(round % 2 === 0 ? [asm.ready([1], [0]), asm.finish()] : [asm.finish(), asm.ready([0, 1])])
+      expect((await readFile(out[0]!)).equals(files[0]!)).toBe(true)
+      expect((await readFile(out[1]!)).equals(files[1]!)).toBe(true)
+    }
+  })
+
   it('ignores bytes of the wrong length and chunks that are not in the manifest', async () => {
     const { dir, store, manifest, files } = await fixture()
     const out = [join(dir, 'o0'), join(dir, 'o1')]

@@ -26,8 +26,8 @@ export class ManifestAssembly {
   /** Chunks queued for writing (or written); onDisk: those whose writes are done. */
   private readonly written = new Set<Hash>()
   private readonly onDisk = new Set<Hash>()
-  /** Layers renamed into place ahead of finish() (ready()). */
-  private readonly placed = new Set<number>()
+  /** Layers being or already renamed into place, by ready() or finish(): each renamed once. */
+  private readonly placing = new Map<number, Promise<void>>()
   /** ready() calls waiting for writes to finish. */
   private readonly waiters = new Set<() => void>()
   private readonly temps: string[]
@@ -154,21 +154,31 @@ export class ManifestAssembly {
    * memory file mapped, while the memory still arrives. Rejects if the assembly fails or stops.
    */
   async ready (complete: number[], early: number[] = []): Promise<void> {
+    if (this.state === 'finished') return // every file is in place
     if (this.state !== 'open') throw new Error(`assembly is ${this.state}`)
     const needed = new Set<Hash>()
     for (const li of complete) for (const h of this.manifest.layers[li]?.chunks ?? []) if (h !== null) needed.add(h)
     for (const h of needed) if (!this.written.has(h) && this.store.has(h)) this.copyFromStore(h)
     for (;;) {
       if (this.failure !== undefined) throw this.failure
+      if ((this.state as string) === 'finished') return // finish() placed every file meanwhile
       if (this.state !== 'open') throw new Error(`assembly is ${this.state}`)
       if ([...needed].every((h) => this.onDisk.has(h))) break
       await new Promise<void>((resolve) => this.waiters.add(resolve))
     }
-    for (const li of [...complete, ...early]) {
-      if (this.placed.has(li) || this.temps[li] === undefined) continue
-      await rename(this.temps[li], this.paths[li] as string)
-      this.placed.add(li)
+    for (const li of [...complete, ...early]) await this.place(li)
+  }
+
+  /** Renames layer li's file into place, once, whoever asks first (ready() and finish() may overlap). */
+  private async place (li: number): Promise<void> {
+    const tmp = this.temps[li]
+    if (tmp === undefined) return
+    let renamed = this.placing.get(li)
+    if (renamed === undefined) {
+      renamed = rename(tmp, this.paths[li] as string)
+      this.placing.set(li, renamed)
     }
+    await renamed
   }
 
   /**
@@ -185,7 +195,7 @@ export class ManifestAssembly {
       if (this.failure !== undefined) throw this.failure
       for (const fd of this.files) await fd.close()
       this.files = []
-      for (const [i, tmp] of this.temps.entries()) if (!this.placed.has(i)) await rename(tmp, this.paths[i] as string)
+      for (const i of this.temps.keys()) await this.place(i)
       this.state = 'finished'
       this.wake()
     } catch (err) {
@@ -199,9 +209,13 @@ export class ManifestAssembly {
     if (this.state === 'finished' || this.state === 'aborted') return
     this.state = 'aborted'
     await this.idle()
+    await Promise.allSettled(this.placing.values())
     for (const fd of this.files) await fd.close().catch(() => {})
     this.files = []
-    for (const [i, tmp] of this.temps.entries()) await unlink(this.placed.has(i) ? this.paths[i] as string : tmp).catch(() => {})
+    for (const [i, tmp] of this.temps.entries()) {
+      await unlink(tmp).catch(() => {})
+      if (this.placing.has(i)) await unlink(this.paths[i] as string).catch(() => {})
+    }
     this.wake()
   }
 
