@@ -90,6 +90,9 @@ async function startClones (agent: Agent, names: string[], snapshot: Snapshot, c
     try {
       prepared = await agent.vms.exclusive(name, async () => await agent.vms.driver.prepareRestore({ snapshot, name, hostname: name }))
     } catch (err) {
+      // Files that vanished because the arriving snapshot's assembly failed are no reason to
+      // fail the clone: the caller restores it from the store the usual way.
+      if (!(await complete)) { incomplete = true; return undefined }
       return failed(agent, name, t0, err as Error)
     }
     if (!(await complete)) {
