@@ -5,11 +5,12 @@ import { join } from 'node:path'
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
 import { VmDriver, detectAccelerator, guestImage } from '@vmesh/hypervisor'
 import type { Accelerator, AcceleratorChoice, LayerKind as VmLayerKind, MachineSpec, Snapshot, VmInfo } from '@vmesh/hypervisor'
-import { createManifest, importLayer, isComplete, LayerBuilder, ManifestAssembly, materializeLayer, storeConfig } from '@vmesh/store'
+import { chunkLength, createManifest, importLayer, isComplete, LayerBuilder, ManifestAssembly, materializeLayer, storeConfig } from '@vmesh/store'
 import type { ChunkHold, Layer, Manifest } from '@vmesh/store'
 import type { vmesh } from '@vmesh/wire'
 import type { Logger } from './logger.js'
 import type { ChunkStore, ImageCatalogue, ManifestStore } from '@vmesh/store'
+import type { LivePush } from '@vmesh/swarm'
 
 /** What a snapshot manifest's vm-spec layer holds. */
 interface VmSpecLayer { kind: VmLayerKind, id?: string, format?: string, size: number }
@@ -46,9 +47,7 @@ export function parseVmSpec (text: string): VmSpec {
 }
 
 /** Where a snapshot's chunks are named as they are stored: a live push (SwarmService.pushLive). */
-export interface SnapshotSink {
-  announce: (chunks: Array<{ hash: string, size: number, data?: Uint8Array }>, opts?: { first?: boolean }) => void
-}
+export type SnapshotSink = Pick<LivePush, 'announce'>
 
 /** How often the VM list is re-read, so a VM that died on its own shows as stopped. */
 const REFRESH_MS = 5000
@@ -176,8 +175,7 @@ export class VmService {
     const hold = heldBy ?? this.deps.store.hold()
     // Chunks of a layer read from its file are durable in the store when importLayer returns.
     const announce = (layer: Layer): void => {
-      const sizes = layer.chunks.map((h, i) => ({ h, size: Math.min(layer.chunkSize, layer.size - i * layer.chunkSize) }))
-      live?.announce(sizes.flatMap(({ h, size }) => (h === null ? [] : [{ hash: h, size }])), { first: layer.kind !== 'memory' })
+      live?.announce(layer.chunks.flatMap((h, i) => (h === null ? [] : [{ hash: h, size: chunkLength(layer.size, layer.chunkSize, i) }])), { first: layer.kind !== 'memory' })
     }
     try {
       const layers: Layer[] = []
