@@ -150,6 +150,9 @@ export class ChunkPull {
   announced (from: number): void {
     if (this.finished) return
     this.addChunks(from)
+    // The seed may have answered "none" before these had names: ask it again now, not after
+    // FRESH_RETRY_MS (the first chunks of a clone waited that long).
+    for (const l of this.links) l.freshAfter = 0
     for (const [index, e] of this.early) {
       if (index >= this.info.chunks.length) continue
       this.early.delete(index)
