@@ -14,7 +14,6 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { streamChannel, type MessageChannel } from '@vmesh/wire'
 import { sha256, type ChunkHold } from '@vmesh/store'
 import { DurableQueue } from './durable-queue.js'
-import { FlushThrottle } from './flush-throttle.js'
 import { Bitfield } from './bitfield.js'
 import { acceptBulkOffer } from './bulk-offer.js'
 import type { BulkChannel } from './bulk-channel.js'
@@ -45,7 +44,6 @@ class Link {
   inflight: number[] = []
   /** Seeds: have-updates to send, and when to ask for fresh chunks again after a "none". */
   pendingHave: number[] = []
-  haveThrottle: FlushThrottle | undefined
   freshAfter = 0
   /** When the last reply arrived (or the first request went out after a quiet spell). */
   lastReplyAt = 0
@@ -190,10 +188,7 @@ export class ChunkPull {
     if (this.tick !== undefined) clearInterval(this.tick)
     for (const t of this.timers) clearTimeout(t)
     this.timers.clear()
-    for (const l of this.links) {
-      l.haveThrottle?.stop()
-      void this.closeLink(l)
-    }
+    for (const l of this.links) void this.closeLink(l)
   }
 
   /** Done once every chunk arrived verified and the last of them is durable in the store. */
@@ -417,17 +412,15 @@ export class ChunkPull {
     for (const l of this.links) {
       if (!l.peer.seed || l.state !== 'open') continue
       l.pendingHave.push(index)
-      l.haveThrottle ??= new FlushThrottle(this.ctx.config.haveIntervalMs, () => { this.sendHaves(l) })
-      l.haveThrottle.request()
-    }
-  }
-
-  private sendHaves (l: Link): void {
-    const ch = l.ch
-    const indices = l.pendingHave.splice(0, l.pendingHave.length)
-    if (ch === undefined || indices.length === 0) return
-    for (let at = 0; at < indices.length; at += swarmLimits.maxHaveUpdate) {
-      ch.send(encodeLink({ have: { indices: indices.slice(at, at + swarmLimits.maxHaveUpdate) } })).catch(() => {})
+      if (l.pendingHave.length > 1) continue
+      setImmediate(() => {
+        const ch = l.ch
+        const indices = l.pendingHave.splice(0, l.pendingHave.length)
+        if (ch === undefined || indices.length === 0) return
+        for (let at = 0; at < indices.length; at += swarmLimits.maxHaveUpdate) {
+          ch.send(encodeLink({ have: { indices: indices.slice(at, at + swarmLimits.maxHaveUpdate) } })).catch(() => {})
+        }
+      })
     }
   }
 

@@ -11,7 +11,6 @@ import type { BulkChannel } from './bulk-channel.js'
 import { encodeReplyHeader, RequestParser } from './chunk-wire.js'
 import { checkIndices, decodeHave, decodeLinkFrame, encodeLink, errorReason, SWARM_VERSION, SwarmProtocolError, swarmLimits } from './swarm-protocol.js'
 import type { SeedHandout } from './seed-handout.js'
-import { FlushThrottle } from './flush-throttle.js'
 
 import type { ManifestInfo, SwarmContext } from './swarm-context.js'
 
@@ -67,13 +66,16 @@ class ChunkLinkServer {
   /** What the puller knows we have: announced at open or by HaveUpdate since. */
   private readonly announced: Bitfield
   private pendingHave: number[] = []
-  private readonly haveThrottle: FlushThrottle
+  private flushQueued = false
   private closed = false
   private readonly onGained = (id: string, index: number): void => {
     if (id !== this.info.id || this.closed || this.announced.has(index)) return
     this.announced.set(index)
     this.pendingHave.push(index)
-    this.haveThrottle.request()
+    if (!this.flushQueued) {
+      this.flushQueued = true
+      setImmediate(() => { void this.flushHave() })
+    }
   }
 
   private readonly handout: SeedHandout
@@ -88,7 +90,6 @@ class ChunkLinkServer {
     pullerHave: Bitfield
   ) {
     this.announced = new Bitfield(info.capacity)
-    this.haveThrottle = new FlushThrottle(ctx.config.haveIntervalMs, () => { void this.flushHave() })
     const h = ctx.handout(info, sessionId)
     this.handout = h.handout
     this.releaseHandout = h.release
@@ -123,7 +124,6 @@ class ChunkLinkServer {
       if (!this.closed) rejectLink(ctx, this.ch, err, this.remote)
     } finally {
       this.closed = true
-      this.haveThrottle.stop()
       this.releaseHandout()
       ctx.hub.off('gained', this.onGained)
       await this.ch.close().catch(() => {})
@@ -141,6 +141,7 @@ class ChunkLinkServer {
   }
 
   private async flushHave (): Promise<void> {
+    this.flushQueued = false
     while (this.pendingHave.length > 0 && !this.closed) {
       const indices = this.pendingHave.splice(0, swarmLimits.maxHaveUpdate)
       try {

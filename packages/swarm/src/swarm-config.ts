@@ -28,12 +28,6 @@ export interface SwarmConfig {
   maxUnwrittenBytes: number
   /** Verified chunks kept in memory for relaying (bytes). */
   cacheBytes: number
-  /**
-   * Have-updates on one link go out at most this often (the first after a quiet spell at once;
-   * see flush-throttle.ts). Sent per chunk, a swarm of N targets passes N² libp2p messages a
-   * chunk; at N=8 that CPU was a sixth of the nine agents' profile and slowed the transfer.
-   */
-  haveIntervalMs: number
   /** How often a target reports progress to the coordinator. */
   progressIntervalMs: number
   /**
@@ -73,7 +67,6 @@ export const DEFAULT_SWARM_CONFIG: SwarmConfig = {
   maxInflight: 48,
   maxUnwrittenBytes: 64 * 1024 * 1024,
   cacheBytes: 64 * 1024 * 1024,
-  haveIntervalMs: 100,
   progressIntervalMs: 250,
   targetSilenceMs: 30_000,
   readyTimeoutMs: 30_000,
