@@ -148,8 +148,9 @@ export class ChunkPull {
   announced (from: number): void {
     if (this.finished) return
     this.addChunks(from)
-    // The seed may have answered "none" before these had names: ask it again now, not after
-    // FRESH_RETRY_MS (the first chunks of a clone waited that long).
+    // A live seed answers "none" when it has handed out every chunk named so far (at a clone's
+    // start the snapshot names chunks more slowly than targets ask): ask again now that new ones
+    // have names, not FRESH_RETRY_MS after the "none".
     for (const l of this.links) l.freshAfter = 0
     for (const [index, e] of this.early) {
       if (index >= this.info.chunks.length) continue
