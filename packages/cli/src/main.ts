@@ -16,8 +16,9 @@ import { isSnapshotSubcommand, parseSnapshotArgs, runSnapshotCommand, snapshotUs
  * An agent's old generation may grow to 4x its live size before V8 collects it in full. The live
  * heap is ~23 MB (libp2p, the view), and a transfer allocates ~100 MB/s of short-lived chunk and
  * cipher buffers: with V8's default growth each agent ran a mark-compact every ~0.7 s, 290 in a
- * bench-transfer N=8 run, a tenth of the nine agents' CPU profile; with this, 68. It costs an agent at
- * most ~70 MB of memory. Set at run time, before the agent starts (V8 reads it at every GC).
+ * bench-transfer N=8 run, a tenth of the nine agents' CPU profile; with this, 68. It costs memory:
+ * an agent's peak RSS in an N=4 run was 243-254 MiB instead of 205-223 MiB. Set at run time,
+ * before the agent starts (V8 reads it at every GC).
  */
 const AGENT_HEAP_GROWING_PERCENT = 300
 
