@@ -221,9 +221,11 @@ export type MemoryChunkSink = (block: string, blockSize: number, index: number, 
  */
 class MemoryFile {
   private readonly partial = new Map<number, { buf: Buffer | undefined, pages: number }>()
-  /** Complete chunks not yet waited for (oldest first), and every one still being written. */
+  /**
+   * Complete chunks the parser has not waited for yet (oldest first). It waits for each one
+   * page() returns, so every chunk still being written is here.
+   */
   private readonly queued: Array<Promise<void>> = []
-  private readonly unfinished = new Set<Promise<void>>()
   /** The sink takes chunks one after another, in order (its store writer is not reentrant). */
   private sinkTail: Promise<void> = Promise.resolve()
   private failure: unknown
@@ -261,15 +263,13 @@ class MemoryFile {
     const written = this.completeChunk(c, start, entry.buf)
     // After a failure the later chunks are skipped, and each wait on the queue throws it.
     written.catch((err: unknown) => { this.failure ??= err })
-    this.unfinished.add(written)
-    void written.finally(() => this.unfinished.delete(written)).catch(() => {})
     this.queued.push(written)
     return this.queued.length > MAX_QUEUED_CHUNKS ? this.queued.shift() : undefined
   }
 
   /** Waits for every complete chunk to be written and taken by the sink; throws their error. */
   async drain (): Promise<void> {
-    await Promise.all([...this.unfinished])
+    await Promise.allSettled(this.queued)
     if (this.failure !== undefined) throw this.failure
   }
 
