@@ -17,7 +17,7 @@ import type { ControlHandler } from './control-server.js'
 import { controlHandlers } from './control-handlers.js'
 import { rateLimitsOf, startSwarm } from './image-handlers.js'
 import { sweepRemovedSnapshots } from './snapshot-sweep.js'
-import type { SwarmService } from '@vmesh/swarm'
+import { parseSwarmTuning, SWARM_TUNING_ENV, type SwarmService } from '@vmesh/swarm'
 import { Logger } from './logger.js'
 import { ChunkCollector } from './chunk-gc.js'
 import type { LogLevel } from './logger.js'
@@ -84,6 +84,8 @@ export class Agent {
   async start (): Promise<void> {
     const { dataDir } = this.opts
     const rateLimits = rateLimitsOf(this.opts)
+    // Checked before anything starts: a bad override is refused with its reason.
+    const swarmTuning = parseSwarmTuning(process.env[SWARM_TUNING_ENV])
     await mkdir(dataDir, { recursive: true, mode: 0o700 })
     const clusterKey = await loadClusterKey(this.opts.clusterKeyPath)
     const privateKey = await loadOrCreateIdentity(dataDir)
@@ -136,7 +138,7 @@ export class Agent {
       },
       log: (level, msg) => { this.log.log(level, msg) }
     })
-    this.swarm = await startSwarm(this, rateLimits)
+    this.swarm = await startSwarm(this, rateLimits, swarmTuning)
     this.collector = new ChunkCollector(this.store, this.manifests, this.log, this.membership.counters)
     this.handlers = controlHandlers(this)
     this.control = new ControlServer(this.handlers, this.membership.counters, this.log)

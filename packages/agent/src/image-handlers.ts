@@ -9,7 +9,7 @@ import {
   createManifest, importLayer, isComplete, manifestBytes, manifestStoredBytes, materializeLayer, missingBytes, formatBytes,
   ImageCatalogue, ManifestNotFoundError, QuotaExceededError, type Manifest
 } from '@vmesh/store'
-import { SwarmService, type HostProgress, type PushResult, type PushTarget, type RateLimits } from '@vmesh/swarm'
+import { SwarmService, type HostProgress, type PushResult, type PushTarget, type RateLimits, type SwarmConfig } from '@vmesh/swarm'
 import type { vmesh } from '@vmesh/wire'
 import type { Agent } from './agent.js'
 import { ControlError, type ControlContext, type ControlHandler } from './control-server.js'
@@ -18,7 +18,7 @@ import { ControlError, type ControlContext, type ControlHandler } from './contro
 const PROGRESS_MIN_INTERVAL_MS = 200
 
 /** Builds and starts the agent's swarm service; marks every manifest it already holds as complete. */
-export async function startSwarm (agent: Agent, rateLimits: RateLimits): Promise<SwarmService> {
+export async function startSwarm (agent: Agent, rateLimits: RateLimits, tuning: Partial<SwarmConfig> = {}): Promise<SwarmService> {
   const swarm = new SwarmService({
     node: agent.node,
     store: agent.store,
@@ -27,6 +27,7 @@ export async function startSwarm (agent: Agent, rateLimits: RateLimits): Promise
     counters: agent.membership.counters,
     bulkHost: bulkHostOf(agent.opts.listen ?? agent.node.getMultiaddrs().map((a) => a.toString())),
     rateLimits,
+    config: tuning,
     onComplete: (id) => { markComplete(agent, id); agent.vms.completeAssembly(id) },
     // A VM snapshot's files are written as its chunks arrive, so clones start right after.
     onTargetStart: async (id) => { await agent.vms.beginAssembly(id) },

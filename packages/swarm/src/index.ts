@@ -16,7 +16,7 @@ export type { CreateBulkOfferOptions, AcceptBulkOfferOptions, BulkOfferHandle, D
 // The swarm transfer: seeds upload each chunk about once, targets relay to each other.
 export { SwarmService } from './swarm-service.js'
 export type { SwarmServiceOptions, PushTarget, PushOptions, PushResult, LivePush } from './swarm-service.js'
-export { DEFAULT_SWARM_CONFIG } from './swarm-config.js'
+export { DEFAULT_SWARM_CONFIG, parseSwarmTuning, SWARM_TUNING_ENV } from './swarm-config.js'
 export type { SwarmConfig, RateLimits } from './swarm-config.js'
 export type { CounterSink, SwarmLog } from './swarm-context.js'
 export { planTransfer, reassignStripe, planLowerBoundMs, seedEgressRatio } from './transfer-plan.js'

@@ -80,3 +80,32 @@ export interface RateLimits {
   uploadBytesPerS?: number
   downloadBytesPerS?: number
 }
+
+/** Name of the environment variable that overrides swarm tunables, for A/B benchmarks. */
+export const SWARM_TUNING_ENV = 'VMESH_SWARM_TUNING'
+const MAX_TUNING_CHARS = 4096
+
+/**
+ * Overrides from a JSON object of SwarmConfig fields, e.g. '{"perLinkInflight":2}', so a
+ * benchmark can compare two settings with the same build (scripts/bench-transfer passes the
+ * environment on to the lab's agents). Unknown fields and values that are not finite numbers
+ * >= 0 are refused with an error naming them: a typo must not silently benchmark the default.
+ */
+export function parseSwarmTuning (text: string | undefined): Partial<SwarmConfig> {
+  if (text === undefined || text.trim() === '') return {}
+  if (text.length > MAX_TUNING_CHARS) throw new Error(`${SWARM_TUNING_ENV} is ${text.length} characters; at most ${MAX_TUNING_CHARS}`)
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch (err) {
+    throw new Error(`${SWARM_TUNING_ENV} is not JSON: ${(err as Error).message}`)
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error(`${SWARM_TUNING_ENV} must be a JSON object such as {"perLinkInflight":2}`)
+  const out: Record<string, number> = {}
+  for (const [key, value] of Object.entries(parsed)) {
+    if (!Object.hasOwn(DEFAULT_SWARM_CONFIG, key)) throw new Error(`${SWARM_TUNING_ENV}: unknown field ${JSON.stringify(key).slice(0, 60)}; known: ${Object.keys(DEFAULT_SWARM_CONFIG).join(', ')}`)
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new Error(`${SWARM_TUNING_ENV}: ${key} must be a finite number >= 0, got ${JSON.stringify(value)?.slice(0, 60)}`)
+    out[key] = value
+  }
+  return out as Partial<SwarmConfig>
+}
