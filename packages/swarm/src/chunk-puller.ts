@@ -5,7 +5,9 @@
 //     or is being sent (seed-handout.ts), so it sends each chunk about once and faster targets
 //     take more; we tell seeds what we gain so they know what the swarm holds;
 //   - safety net: with nothing in flight and no progress for stallFallbackMs, any missing chunk
-//     may be asked of a seed by index.
+//     may be asked of a seed by index;
+//   - once the seed has handed out everything, chunks waiting at a relay that has not answered
+//     for RELAY_STALL_MS may be asked of the seed too, within SwarmConfig.stalledRelayFraction.
 // Requests are pipelined (perLinkInflight per link); replies are verified by the store's put()
 // before anything else sees them; a link that fails is dropped, its requests re-queued, and it
 // is re-opened after relinkDelayMs (the peer may have restarted).
@@ -36,6 +38,8 @@ const FRESH = -1
 const FRESH_RETRY_MS = 300
 /** A link with requests outstanding and no reply for this long is taken for dead and re-opened. */
 const LINK_SILENCE_MS = 15_000
+/** A relay link with requests outstanding and no reply for this long is taken for stalled (see fill). */
+const RELAY_STALL_MS = 1000
 
 class Link {
   state: 'idle' | 'opening' | 'open' | 'down' = 'idle'
@@ -52,6 +56,8 @@ class Link {
   failures = 0
   /** The seed that hands out chunks (fresh requests); see ChunkPull's constructor. */
   primary = false
+  /** The primary seed answered "none": it has handed out every chunk, its upload is idle. */
+  exhausted = false
   /** The open's timeout, cleared once the peer answered (see openTimeout). */
   opening: { clear: () => void } | undefined
 
@@ -73,7 +79,7 @@ export class ChunkPull {
   /** A live push's chunks are in no saved manifest until it is sealed: kept from GC until the end. */
   private readonly gcHold: ChunkHold | undefined
   /** What happened, for the log line at the end: chunks from seeds and relays, seeds' "none" answers, stalls. */
-  readonly stats = { fromSeeds: 0, fromRelays: 0, none: 0, stalls: 0, corrupt: 0, linkFailures: 0, writeWaitMs: 0 }
+  readonly stats = { fromSeeds: 0, fromRelays: 0, none: 0, pastStall: 0, stalls: 0, corrupt: 0, linkFailures: 0, writeWaitMs: 0 }
   private todo: number[] = []
   private heldSinceCompact = 0
   private readonly requested = new Set<number>()
@@ -98,6 +104,10 @@ export class ChunkPull {
   private readonly extraSeeds: boolean
   /** Fresh requests kept at the handing-out seed (see SwarmConfig.seedQueueChunks). */
   private readonly seedInflight: number
+  /** Chunks this puller may still ask the idle seed for, past a stalled relay (SwarmConfig.stalledRelayFraction). */
+  private stallBudget: number
+  /** Chunks already asked of the seed that way (never twice). */
+  private readonly askedPastStall = new Set<number>()
 
   constructor (private readonly ctx: SwarmContext, readonly info: ManifestInfo, peers: PullPeer[], private readonly sessionId: Uint8Array,
     private readonly onChunk?: (manifestId: string, hash: string, data: Uint8Array) => void) {
@@ -115,6 +125,7 @@ export class ChunkPull {
     this.extraSeeds = this.links.some((l) => l.peer.seed && !l.primary)
     const targets = 1 + this.links.filter((l) => !l.peer.seed).length
     this.seedInflight = Math.max(2, Math.ceil(ctx.config.seedQueueChunks / targets))
+    this.stallBudget = info.liveSession !== undefined ? 0 : Math.ceil(ctx.config.stalledRelayFraction * info.chunks.length / targets)
     this.durable = new DurableQueue(ctx, ctx.config.maxUnwrittenBytes)
     this.done = new Promise<void>((resolve, reject) => { this.resolveDone = resolve; this.rejectDone = reject })
     this.done.catch(() => {})
@@ -327,6 +338,7 @@ export class ChunkPull {
         if (expected === FRESH) {
           if (r.none) {
             this.stats.none++
+            link.exhausted = true
             link.freshAfter = Date.now() + FRESH_RETRY_MS
             this.schedule()
             continue
@@ -456,6 +468,17 @@ export class ChunkPull {
       const batch: number[] = []
       let fresh = 0
       const linkInflight = link.primary && !stalled ? this.seedInflight : config.perLinkInflight
+      // The seed is idle and a relay has not answered for a while: ask the seed for what waits
+      // there (whichever copy arrives second is dropped unused).
+      while (link.primary && link.exhausted && this.stallBudget > 0 && link.inflight.length + batch.length < linkInflight) {
+        const past = this.pickPastStalledRelay(now)
+        if (past === undefined) break
+        this.askedPastStall.add(past)
+        batch.push(past)
+        this.stallBudget--
+        this.stats.pastStall++
+        total++
+      }
       while (link.inflight.length + batch.length + fresh < linkInflight && total < config.maxInflight && unrequested > 0) {
         if (link.primary && !stalled) {
           if (now < link.freshAfter) break
@@ -486,6 +509,16 @@ export class ChunkPull {
         this.stats.stalls++
       }
     }
+  }
+
+  /** The oldest request waiting at a relay that has not replied for RELAY_STALL_MS, if any. */
+  private pickPastStalledRelay (now: number): number | undefined {
+    for (const l of this.links) {
+      if (l.peer.seed || l.state !== 'open' || l.inflight.length === 0 || now - l.lastReplyAt < RELAY_STALL_MS) continue
+      const i = l.inflight.find((k) => k !== FRESH && !this.have.has(k) && !this.receiving.has(k) && !this.askedPastStall.has(k))
+      if (i !== undefined) return i
+    }
+    return undefined
   }
 
   private pick (link: Link, open: Link[]): number | undefined {

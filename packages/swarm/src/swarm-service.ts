@@ -310,7 +310,7 @@ export class SwarmService {
       clearInterval(timer)
       const s = pull.stats
       if (entry.attached !== ch) return
-      ctx.log.info(`swarm ${info.manifestId.slice(0, 12)}: complete, ${formatMiB(pull.bytesFetched)} fetched in ${Date.now() - startedAt} ms: ${s.fromSeeds} chunk(s) from seeds, ${s.fromRelays} from targets, ${s.none} "none", ${s.stalls} stall fallback(s), ${s.linkFailures} link failure(s), ${s.corrupt} corrupt; ${pull.durable.flushMs} ms in durable flushes, ${s.writeWaitMs} ms waiting for the disk`)
+      ctx.log.info(`swarm ${info.manifestId.slice(0, 12)}: complete, ${formatMiB(pull.bytesFetched)} fetched in ${Date.now() - startedAt} ms: ${s.fromSeeds} chunk(s) from seeds, ${s.fromRelays} from targets, ${s.none} "none", ${s.pastStall} past a stalled relay, ${s.stalls} stall fallback(s), ${s.linkFailures} link failure(s), ${s.corrupt} corrupt; ${pull.durable.flushMs} ms in durable flushes, ${s.writeWaitMs} ms waiting for the disk`)
       this.opts.onComplete?.(info.manifestId)
       await ch.send(progress('done'))
     } catch (err) {
