@@ -18,7 +18,7 @@ import { ControlError, type ControlContext, type ControlHandler } from './contro
 const PROGRESS_MIN_INTERVAL_MS = 200
 
 /** Builds and starts the agent's swarm service; marks every manifest it already holds as complete. */
-export async function startSwarm (agent: Agent, rateLimits: RateLimits, tuning: Partial<SwarmConfig> = {}): Promise<SwarmService> {
+export async function startSwarm (agent: Agent, rateLimits: RateLimits, tuning: Partial<SwarmConfig>): Promise<SwarmService> {
   const swarm = new SwarmService({
     node: agent.node,
     store: agent.store,
