@@ -53,6 +53,17 @@ describe('swarm push between four agents on loopback', () => {
 
   afterAll(async () => { await cluster.stop() })
 
+  /** A libp2p node with the cluster key (a member, not an agent) on loopback, to speak the swarm protocols by hand. */
+  async function memberNode (): Promise<Awaited<ReturnType<typeof createMeshNode>>> {
+    return await createMeshNode({
+      privateKey: await generateKeyPair('Ed25519'),
+      clusterKey: parseClusterKey(readFileSync(cluster.keyFile, 'utf8')),
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      topics: MESH_TOPICS,
+      maxMessageBytes: 1 << 20
+    })
+  }
+
   it('pushes one image to three hosts; the source uploads it about once; all copies are identical', async () => {
     const [src] = agents as [TestAgent]
     const added = await src.client.call({ imageAdd: { path: imagePath, name: 'disk' } })
@@ -97,13 +108,7 @@ describe('swarm push between four agents on loopback', () => {
 
   it('garbage on the swarm protocols is rejected and counted; the agent keeps serving', async () => {
     const [src, t1] = agents as [TestAgent, TestAgent]
-    const attacker = await createMeshNode({
-      privateKey: await generateKeyPair('Ed25519'),
-      clusterKey: parseClusterKey(readFileSync(cluster.keyFile, 'utf8')),
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      topics: MESH_TOPICS,
-      maxMessageBytes: 1 << 20
-    })
+    const attacker = await memberNode()
     try {
       const target = multiaddr(await t1.address())
       const session = (start: Record<string, unknown>): Uint8Array => encodeFrame(pb.SwarmSessionFrame.encode({ start }).finish())
@@ -162,6 +167,34 @@ describe('swarm push between four agents on loopback', () => {
     await src.client.call({ imageAdd: { path: file, name: 'small' } })
     const r = await src.client.call({ imagePush: { ref: 'small', hosts: 'all' } })
     expect((r.imagePush?.hosts ?? []).map((h) => h.state)).toEqual(['done', 'done', 'done'])
+  })
+
+  it('a target opens its seed link before the plan, and lets it go when the session ends without one', async () => {
+    const t1 = agents[1] as TestAgent
+    const seed = await memberNode()
+    const links: Array<{ opened: number, ended?: number }> = []
+    try {
+      // A stand-in seed that accepts chunk links and only notes when they open and end.
+      await seed.handle(CHUNK_PROTOCOL, (stream) => {
+        const link: { opened: number, ended?: number } = { opened: Date.now() }
+        links.push(link)
+        void (async () => {
+          try { for await (const _ of stream) { /* the open frame; never answered */ } } catch { /* reset */ }
+          link.ended = Date.now()
+        })()
+      })
+      const start = pb.SwarmSessionFrame.encode({ start: { version: 1, sessionId: randomBytes(16), liveCapacity: 10, peers: [{ peerId: peerIdToBytes(seed.peerId), addrs: seed.getMultiaddrs().map((a) => a.bytes), seed: true, name: 'stand-in' }] } }).finish()
+      const stream = await seed.dialProtocol(multiaddr(await t1.address()), SESSION_PROTOCOL, { signal: AbortSignal.timeout(3000) })
+      const ch = streamChannel(stream, 1 << 20)
+      await ch.send(start)
+      const ready = pb.SwarmSessionFrame.decode((await ch.recv(5000)) as Uint8Array)
+      expect(ready.ready?.chunkCount).toBe(10)
+      await waitFor('the target to open its seed link ahead of the plan', async () => links.length === 1, 5000)
+      await ch.close()
+      await waitFor('the target to close the seed link after the session ended without a plan', async () => links[0]?.ended !== undefined, 5000)
+    } finally {
+      await seed.stop()
+    }
   })
 
   it('vmesh image add, ls, push (plain progress lines off a terminal) and export from the CLI', async () => {

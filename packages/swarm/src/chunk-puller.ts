@@ -8,7 +8,9 @@
 //     may be asked of a seed by index;
 //   - once the seed has handed out everything, chunks waiting at a relay that has not answered
 //     for RELAY_STALL_MS may be asked of the seed too, within SwarmConfig.stalledRelayFraction.
-// Requests are pipelined (perLinkInflight per link); replies are verified by the store's put()
+// Seed links open as soon as the pull exists (openSeedLinks), overlapping the ready/plan round
+// trip; the rest open at start(), once every target holds the manifest, and nothing is requested
+// before it. Requests are pipelined (perLinkInflight per link); replies are verified by the store's put()
 // before anything else sees them; a link that fails is dropped, its requests re-queued, and it
 // is re-opened after relinkDelayMs (the peer may have restarted).
 import type { Connection, PeerId } from '@libp2p/interface'
@@ -79,7 +81,8 @@ export class ChunkPull {
   /** A live push's chunks are in no saved manifest until it is sealed: kept from GC until the end. */
   private readonly gcHold: ChunkHold | undefined
   /** What happened, for the log line at the end: chunks from seeds and relays, seeds' "none" answers, stalls. */
-  readonly stats = { fromSeeds: 0, fromRelays: 0, none: 0, pastStall: 0, stalls: 0, corrupt: 0, linkFailures: 0, writeWaitMs: 0 }
+  readonly stats = { fromSeeds: 0, fromRelays: 0, none: 0, pastStall: 0, stalls: 0, corrupt: 0, linkFailures: 0, writeWaitMs: 0, startMs: -1, seedLinkMs: -1, firstChunkMs: -1 }
+  private readonly createdAt = Date.now()
   private todo: number[] = []
   private heldSinceCompact = 0
   private readonly requested = new Set<number>()
@@ -176,12 +179,30 @@ export class ChunkPull {
     return this.finished
   }
 
+  /** Whether start() was called. */
+  get isStarted (): boolean {
+    return this.started
+  }
+
+  /**
+   * Opens the links to the seeds ahead of the plan (they hold the manifest already; other
+   * targets may not have it yet), so the first requests go out as soon as the plan comes.
+   * Nothing is requested before start().
+   */
+  openSeedLinks (): void {
+    if (this.started || this.finished || this.complete) return
+    for (const l of this.links) if (l.peer.seed) void this.open(l)
+  }
+
   /** Starts fetching (after the plan arrived); later calls do nothing. */
   start (): void {
     if (this.started) return
     this.started = true
+    this.stats.startMs = Date.now() - this.createdAt
     if (this.checkDone()) return
     for (const l of this.links) void this.open(l)
+    // Seed links opened ahead of the plan get their first requests now.
+    this.schedule()
     this.tick = setInterval(() => this.check(), 500)
   }
 
@@ -263,6 +284,7 @@ export class ChunkPull {
       link.bulk = await acceptBulkOffer(accept.bulkOffer ?? new Uint8Array(0), { localPeer: ctx.selfId, remotePeer: link.peer.id, host: ipOf(conn.remoteAddr) })
       if (this.finished) { void this.closeLink(link); return }
       link.state = 'open'
+      if (link.primary && this.stats.seedLinkMs < 0) this.stats.seedLinkMs = Date.now() - this.createdAt
       link.failures = 0
       link.pendingHave = []
       link.freshAfter = 0
@@ -372,6 +394,7 @@ export class ChunkPull {
   /** A chunk's bytes from a link: within the download cap, then received(). */
   private async take (link: Link, index: number, data: Buffer): Promise<void> {
     await this.ctx.download.take(data.length)
+    if (this.stats.firstChunkMs < 0) this.stats.firstChunkMs = Date.now() - this.createdAt
     if (link.peer.seed) this.stats.fromSeeds++
     else this.stats.fromRelays++
     await this.received(link, index, data)
@@ -449,7 +472,7 @@ export class ChunkPull {
   }
 
   private fill (): void {
-    if (this.finished) return
+    if (this.finished || !this.started) return
     const { config } = this.ctx
     if (this.heldSinceCompact > 32) {
       this.todo = this.todo.filter((i) => !this.have.has(i))

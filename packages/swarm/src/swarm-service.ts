@@ -188,17 +188,23 @@ export class SwarmService {
         : await this.startPull(start.sessionId, sessionBytes, start.manifest, peers, coordinator)
       pull = entry.pull
       const { info } = entry
+      pull.openSeedLinks()
       await ch.send(encodeSession({ ready: { have: pull.have.encode(), chunkCount: info.capacity } }))
       const planFrame = await ch.recv(this.config.readyTimeoutMs)
-      if (planFrame === undefined) return
+      if (planFrame === undefined) {
+        // No go: a pull that never started lets its seed links go (a re-attached one pulls on).
+        if (!pull.isStarted) pull.stop(new Error('the coordinator closed the session before the plan'))
+        return
+      }
       const pf = decodeSessionFrame(planFrame)
       if (pf.body !== 'plan' || pf.plan == null) throw new SwarmProtocolError('session_plan', `expected a plan, got ${pf.body ?? 'nothing'}`)
       // The plan is the go signal; its seed set is checked but the seeds choose what to send.
       decodeHave(pf.plan.seedChunks ?? new Uint8Array(0), info.capacity)
       await this.runPull(ch, entry, coordinator)
     } catch (err) {
-      // A broken stream during the handshake of a re-attach leaves the pull to its orphan timer.
-      if (err instanceof SwarmProtocolError) pull?.stop(err)
+      // A broken stream during the handshake of a re-attach leaves the pull to its orphan timer;
+      // a new pull that never got its plan is stopped (its seed links are open already).
+      if (err instanceof SwarmProtocolError || pull?.isStarted === false) pull?.stop(err as Error)
       const reason = errorReason(err)
       ctx.counters.inc(`swarm.rejected.session.${reason}`)
       ctx.log.debug(`swarm session from ${coordinator}: ${(err as Error).message}`)
@@ -310,7 +316,7 @@ export class SwarmService {
       clearInterval(timer)
       const s = pull.stats
       if (entry.attached !== ch) return
-      ctx.log.info(`swarm ${info.manifestId.slice(0, 12)}: complete, ${formatMiB(pull.bytesFetched)} fetched in ${Date.now() - startedAt} ms: ${s.fromSeeds} chunk(s) from seeds, ${s.fromRelays} from targets, ${s.none} "none", ${s.pastStall} past a stalled relay, ${s.stalls} stall fallback(s), ${s.linkFailures} link failure(s), ${s.corrupt} corrupt; ${pull.durable.flushMs} ms in durable flushes, ${s.writeWaitMs} ms waiting for the disk`)
+      ctx.log.info(`swarm ${info.manifestId.slice(0, 12)}: complete, ${formatMiB(pull.bytesFetched)} fetched in ${Date.now() - startedAt} ms: ${s.fromSeeds} chunk(s) from seeds, ${s.fromRelays} from targets, ${s.none} "none", ${s.pastStall} past a stalled relay, ${s.stalls} stall fallback(s), ${s.linkFailures} link failure(s), ${s.corrupt} corrupt; ${pull.durable.flushMs} ms in durable flushes, ${s.writeWaitMs} ms waiting for the disk; started after ${s.startMs} ms, seed link open at ${s.seedLinkMs} ms, first chunk at ${s.firstChunkMs} ms`)
       this.opts.onComplete?.(info.manifestId)
       await ch.send(progress('done'))
     } catch (err) {
