@@ -3,7 +3,7 @@
 // socket is a unix socket in the data dir, reachable from the root namespace. Processes are
 // killed only by the PID this helper started (Lab.down() kills the rest).
 import type { ChildProcess } from 'node:child_process'
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { createWriteStream, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -86,10 +86,14 @@ export class LabAgents {
     for (const a of this.agents) await a?.kill('SIGKILL')
   }
 
-  /** Removes data dirs and logs, unless VMESH_KEEP_LAB_FILES=1 (to read the agents' logs). */
+  /**
+   * Removes data dirs and logs; with VMESH_KEEP_LAB_FILES=1 the agents' logs stay (the stores and
+   * images go: a few kept --tmpfs benchmarks would otherwise fill the machine's memory).
+   */
   removeFiles (): void {
     if (process.env.VMESH_KEEP_LAB_FILES === '1') {
-      console.log(`lab agent files kept in ${this.root}`)
+      for (const name of readdirSync(this.root)) if (!name.endsWith('.log')) rmSync(join(this.root, name), { recursive: true, force: true })
+      console.log(`lab agent logs kept in ${this.root}`)
       return
     }
     rmSync(this.root, { recursive: true, force: true })
