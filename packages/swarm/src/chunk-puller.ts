@@ -10,9 +10,9 @@
 //     for RELAY_STALL_MS may be asked of the seed too, within SwarmConfig.stalledRelayFraction.
 // Seed links open as soon as the pull exists (openSeedLinks), overlapping the ready/plan round
 // trip; the rest open at start(), once every target holds the manifest, and nothing is requested
-// before it. Requests are pipelined (perLinkInflight per link); replies are verified by the store's put()
-// before anything else sees them; a link that fails is dropped, its requests re-queued, and it
-// is re-opened after relinkDelayMs (the peer may have restarted).
+// before it. Requests are pipelined (perLinkInflight per link); replies are verified by the
+// store's put() before anything else sees them; a link that fails is dropped, its requests
+// re-queued, and it is re-opened after relinkDelayMs (the peer may have restarted).
 import type { Connection, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { streamChannel, type MessageChannel } from '@vmesh/wire'
@@ -199,6 +199,8 @@ export class ChunkPull {
     if (this.started) return
     this.started = true
     this.stats.startMs = Date.now() - this.createdAt
+    // The wait for the plan (the slowest target's ready) is no stall: count from the go.
+    this.lastProgressAt = Date.now()
     if (this.checkDone()) return
     for (const l of this.links) void this.open(l)
     // Seed links opened ahead of the plan get their first requests now.
