@@ -191,26 +191,24 @@ export class SwarmService {
       pull.openSeedLinks()
       await ch.send(encodeSession({ ready: { have: pull.have.encode(), chunkCount: info.capacity } }))
       const planFrame = await ch.recv(this.config.readyTimeoutMs)
-      if (planFrame === undefined) {
-        // No go: a pull that never started lets its seed links go (a re-attached one pulls on).
-        if (!pull.isStarted) pull.stop(new Error('the coordinator closed the session before the plan'))
-        return
-      }
+      if (planFrame === undefined) return
       const pf = decodeSessionFrame(planFrame)
       if (pf.body !== 'plan' || pf.plan == null) throw new SwarmProtocolError('session_plan', `expected a plan, got ${pf.body ?? 'nothing'}`)
       // The plan is the go signal; its seed set is checked but the seeds choose what to send.
       decodeHave(pf.plan.seedChunks ?? new Uint8Array(0), info.capacity)
       await this.runPull(ch, entry, coordinator)
     } catch (err) {
-      // A broken stream during the handshake of a re-attach leaves the pull to its orphan timer;
-      // a new pull that never got its plan is stopped (its seed links are open already).
-      if (err instanceof SwarmProtocolError || pull?.isStarted === false) pull?.stop(err as Error)
+      // A broken stream during the handshake of a re-attach leaves the pull to its orphan timer.
+      if (err instanceof SwarmProtocolError) pull?.stop(err)
       const reason = errorReason(err)
       ctx.counters.inc(`swarm.rejected.session.${reason}`)
       ctx.log.debug(`swarm session from ${coordinator}: ${(err as Error).message}`)
       ch.abort(err as Error)
     } finally {
       this.sessions.delete(ch)
+      // However the session ended, a pull that never got its plan lets its seed links go (a
+      // re-attached pull was started before and pulls on).
+      if (pull !== undefined && !pull.isStarted) pull.stop(new Error('the session ended before the plan'))
     }
   }
 
