@@ -118,3 +118,23 @@ describe.skipIf(!check.ok)('lab (3 hosts at 100mbit)', () => {
     lab = undefined
   })
 })
+
+describe.skipIf(!check.ok)('lab host settings (VMESH_LAB_SYSCTLS)', () => {
+  it('sets namespaced sysctls in every host and only there', async () => {
+    const machine = execFileSync('cat', ['/proc/sys/net/ipv4/tcp_slow_start_after_idle'], { encoding: 'utf8' }).trim()
+    const wanted = machine === '0' ? '1' : '0'
+    const lab = await Lab.up(2, '100mbit', { sysctls: `net.ipv4.tcp_slow_start_after_idle=${wanted}` })
+    try {
+      expect([lab.sysctl(0, 'net.ipv4.tcp_slow_start_after_idle'), lab.sysctl(1, 'net.ipv4.tcp_slow_start_after_idle')]).toEqual([wanted, wanted])
+      expect(execFileSync('cat', ['/proc/sys/net/ipv4/tcp_slow_start_after_idle'], { encoding: 'utf8' }).trim()).toBe(machine)
+    } finally {
+      await lab.down()
+    }
+  })
+
+  it('refuses an entry that is not a plain net.* name=value, and leaves nothing behind', async () => {
+    const before = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    await expect(Lab.up(1, '100mbit', { sysctls: 'net.ipv4.tcp_slow_start_after_idle=1;true' })).rejects.toThrow(/must look like net\.ipv4\.name=value/)
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).toBe(before)
+  })
+})

@@ -39,8 +39,11 @@ export class Lab {
     return { ok: true }
   }
 
-  /** Brings up n hosts, each link shaped to rate (a tc rate such as "200mbit") both ways. */
-  static async up (n: number, rate: string): Promise<Lab> {
+  /**
+   * Brings up n hosts, each link shaped to rate (a tc rate such as "200mbit") both ways.
+   * `sysctls` ("net.ipv4.name=value ...") are set in every host (default: $VMESH_LAB_SYSCTLS).
+   */
+  static async up (n: number, rate: string, opts: { sysctls?: string } = {}): Promise<Lab> {
     const check = Lab.available()
     if (!check.ok) throw new Error(`cannot start the lab: ${check.reason ?? 'unknown reason'}`)
     const prefix = `vmlab-${process.pid}-${randomBytes(3).toString('hex')}`
@@ -48,7 +51,7 @@ export class Lab {
     Lab.live.add(lab)
     Lab.installExitHook()
     try {
-      await lab.script(['up', String(n), rate])
+      await lab.script(['up', String(n), rate], opts.sysctls === undefined ? {} : { VMESH_LAB_SYSCTLS: opts.sysctls })
     } catch (err) {
       // The script removes a half-built lab itself; down again in case it was killed midway.
       await lab.down()
@@ -67,6 +70,15 @@ export class Lab {
   ns (i: number): string {
     this.checkHost(i)
     return `${this.prefix}-${i}`
+  }
+
+  /**
+   * A sysctl as host i sees it, e.g. "net.ipv4.tcp_congestion_control": a new namespace takes
+   * the machine's values for these unless VMESH_LAB_SYSCTLS set them (see scripts/lab).
+   */
+  sysctl (i: number, name: string): string {
+    if (!/^net\.[a-z0-9_.]+$/.test(name)) throw new Error(`not a network sysctl name: ${name}`)
+    return execFileSync('ip', ['netns', 'exec', this.ns(i), 'cat', `/proc/sys/${name.replaceAll('.', '/')}`], { encoding: 'utf8' }).trim()
   }
 
   /** Spawns cmd inside host i's namespace; the process is killed by down() if still running. */
@@ -104,9 +116,9 @@ export class Lab {
     }
   }
 
-  private async script (args: string[]): Promise<void> {
+  private async script (args: string[], env: NodeJS.ProcessEnv = {}): Promise<void> {
     await new Promise<void>((resolve, reject) => {
-      const child = spawn(LAB_SCRIPT, args, { env: { ...process.env, VMESH_LAB_PREFIX: this.prefix }, stdio: ['ignore', 'pipe', 'pipe'] })
+      const child = spawn(LAB_SCRIPT, args, { env: { ...process.env, ...env, VMESH_LAB_PREFIX: this.prefix }, stdio: ['ignore', 'pipe', 'pipe'] })
       let stderr = ''
       child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
       child.stdout.resume()
