@@ -10,7 +10,8 @@
 //     for RELAY_STALL_MS may be asked of the seed too, within SwarmConfig.stalledRelayFraction.
 // Seed links open as soon as the pull exists (openSeedLinks), overlapping the ready/plan round
 // trip; the rest open at start(), once every target holds the manifest, and nothing is requested
-// before it. Requests are pipelined (perLinkInflight per link); replies are verified by the
+// before it. Requests are pipelined (perLinkInflight per link, spread breadth-first over the
+// links: request-spread.ts); replies are verified by the
 // store's put() before anything else sees them; a link that fails is dropped, its requests
 // re-queued, and it is re-opened after relinkDelayMs (the peer may have restarted).
 import type { Connection, PeerId } from '@libp2p/interface'
@@ -22,6 +23,7 @@ import { Bitfield } from './bitfield.js'
 import { acceptBulkOffer } from './bulk-offer.js'
 import type { BulkChannel } from './bulk-channel.js'
 import { encodeRequest, readReplies } from './chunk-wire.js'
+import { spreadRequests } from './request-spread.js'
 import { CHUNK_PROTOCOL, checkChunkCount, checkIndices, decodeHave, decodeLinkFrame, encodeLink, openTimeout, SWARM_VERSION, SwarmProtocolError, swarmLimits } from './swarm-protocol.js'
 import type { ManifestInfo, SwarmContext } from './swarm-context.js'
 
@@ -127,7 +129,7 @@ export class ChunkPull {
     if (primary !== undefined) primary.primary = true
     this.extraSeeds = this.links.some((l) => l.peer.seed && !l.primary)
     const targets = 1 + this.links.filter((l) => !l.peer.seed).length
-    this.seedInflight = Math.max(2, Math.ceil(ctx.config.seedQueueChunks / targets))
+    this.seedInflight = Math.max(1, Math.ceil(ctx.config.seedQueueChunks / targets))
     this.stallBudget = info.liveSession !== undefined ? 0 : Math.ceil(ctx.config.stalledRelayFraction * info.chunks.length / targets)
     this.durable = new DurableQueue(ctx, ctx.config.maxUnwrittenBytes)
     this.done = new Promise<void>((resolve, reject) => { this.resolveDone = resolve; this.rejectDone = reject })
@@ -489,39 +491,38 @@ export class ChunkPull {
     const now = Date.now()
     // Chunks we still need from anyone, beyond what is already requested: bounds fresh asks.
     let unrequested = this.todo.reduce((n, i) => (this.have.has(i) || this.requested.has(i) ? n : n + 1), 0)
+    // Links asked by index (relays; seeds only as the stall fallback), breadth-first.
+    const byIndex = ordered.filter((l) => !l.primary || stalled)
+    const batches = spreadRequests(byIndex, (l) => l.inflight.length, config.perLinkInflight, Math.min(config.maxInflight - total, unrequested), (l) => {
+      const i = this.pick(l, open)
+      if (i !== undefined) this.requested.add(i)
+      return i
+    })
+    for (const b of batches.values()) { total += b.length; unrequested -= b.length }
     for (const link of ordered) {
-      const batch: number[] = []
+      const batch = batches.get(link) ?? []
       let fresh = 0
-      const linkInflight = link.primary && !stalled ? this.seedInflight : config.perLinkInflight
-      // The seed is idle and a relay has not answered for a while: ask the seed for what waits
-      // there (whichever copy arrives second is dropped unused).
-      while (link.primary && link.exhausted && this.stallBudget > 0 && link.inflight.length + batch.length < linkInflight) {
-        const past = this.pickPastStalledRelay(now)
-        if (past === undefined) break
-        this.askedPastStall.add(past)
-        batch.push(past)
-        this.stallBudget--
-        this.stats.pastStall++
-        total++
-      }
-      while (link.inflight.length + batch.length + fresh < linkInflight && total < config.maxInflight && unrequested > 0) {
-        if (link.primary && !stalled) {
-          if (now < link.freshAfter) break
+      if (link.primary && !stalled) {
+        // The seed is idle and a relay has not answered for a while: ask the seed for what waits
+        // there (whichever copy arrives second is dropped unused).
+        while (link.exhausted && this.stallBudget > 0 && link.inflight.length + batch.length < this.seedInflight) {
+          const past = this.pickPastStalledRelay(now)
+          if (past === undefined) break
+          this.askedPastStall.add(past)
+          batch.push(past)
+          this.stallBudget--
+          this.stats.pastStall++
+          total++
+        }
+        // The seed chooses: a chunk no target holds yet (we will relay it), or in the end game
+        // one we lack. Asking while anything is missing keeps the seed's upload busy.
+        while (now >= link.freshAfter && link.inflight.length + batch.length + fresh < this.seedInflight && total < config.maxInflight && unrequested > 0) {
           // With other seeds around, ask the primary only for what no other link can give.
           if (this.extraSeeds && !this.todo.some((i) => !this.have.has(i) && !this.requested.has(i) && !open.some((l) => l !== link && l.have.has(i)))) break
-          // The seed chooses: a chunk no target holds yet (we will relay it), or in the end game
-          // one we lack. Asking while anything is missing keeps the seed's upload busy.
           fresh++
           total++
           unrequested--
-          continue
         }
-        const i = this.pick(link, open)
-        if (i === undefined) break
-        this.requested.add(i)
-        batch.push(i)
-        total++
-        unrequested--
       }
       if (batch.length === 0 && fresh === 0) continue
       if (link.inflight.length === 0) link.lastReplyAt = now
