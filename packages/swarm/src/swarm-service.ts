@@ -6,7 +6,7 @@ import type { Libp2p, PeerId, Stream, Connection } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { streamChannel, type MessageChannel } from '@vmesh/wire'
 import { peerIdFromBytes, peerIdToBytes } from '@vmesh/mesh'
-import { decodeManifest, isComplete, missingBytes, sha256, type ChunkStore, type Manifest, type ManifestStore } from '@vmesh/store'
+import { decodeManifest, isComplete, missingBytes, type ChunkStore, type Manifest, type ManifestStore } from '@vmesh/store'
 import { Bitfield } from './bitfield.js'
 import { BulkListener } from './bulk-listener.js'
 import { ChunkPull, type PullPeer } from './chunk-puller.js'
@@ -188,7 +188,6 @@ export class SwarmService {
         : await this.startPull(start.sessionId, sessionBytes, start.manifest, peers, coordinator)
       pull = entry.pull
       const { info } = entry
-      // A live pull's seed links (a new pull's opened in startPull).
       pull.openSeedLinks()
       await ch.send(encodeSession({ ready: { have: pull.have.encode(), chunkCount: info.capacity } }))
       const planFrame = await ch.recv(this.config.readyTimeoutMs)
@@ -215,21 +214,18 @@ export class SwarmService {
 
   /**
    * A target's pull of a manifest: a new one, or the one a re-attaching coordinator left going
-   * (same session id and manifest). A new pull opens its seed links at once, and the manifest is
-   * saved while they open (on a busy host that and onTargetStart took 33-114 ms): it is saved
-   * before any chunk arrives, since nothing is requested before the plan, which comes after the
-   * ready this returns before. So gc keeps what the transfer fetches.
+   * (same session id and manifest). The manifest is saved before any chunk arrives, so gc keeps
+   * what the transfer fetches.
    */
   private async startPull (sid: string, sessionBytes: Uint8Array, encoded: Uint8Array, peers: PullPeer[], coordinator: string): Promise<PullEntry> {
     const ctx = this.context
-    let manifest: Manifest
+    let id: string
     try {
-      manifest = decodeManifest(encoded)
+      id = await ctx.manifests.saveEncoded(encoded)
     } catch (err) {
       throw new SwarmProtocolError('manifest', `start carries an invalid manifest: ${(err as Error).message}`)
     }
-    const id = sha256(encoded)
-    const info = manifestInfo(id, encoded, manifest)
+    const info = manifestInfo(id, encoded)
     ctx.remember(info)
     const known = this.pulls.get(sid)
     if (known !== undefined && known.info.id === id && !known.pull.settled) {
@@ -237,15 +233,8 @@ export class SwarmService {
       ctx.log.info(`swarm ${id.slice(0, 12)}: the coordinator re-attached to the session; ${formatMiB(known.pull.bytesTotal - known.pull.bytesDone)} left`)
       return known
     }
+    await this.opts.onTargetStart?.(id).catch((err: Error) => { ctx.log.warn(`swarm ${id.slice(0, 12)}: preparing for the transfer failed: ${err.message}`) })
     const entry = this.addPull(sid, new ChunkPull(ctx, info, peers, sessionBytes, this.opts.onChunk), ctx.servedBytes.get(id) ?? 0)
-    entry.pull.openSeedLinks()
-    try {
-      await ctx.manifests.saveEncoded(encoded, id)
-      await this.opts.onTargetStart?.(id).catch((err: Error) => { ctx.log.warn(`swarm ${id.slice(0, 12)}: preparing for the transfer failed: ${err.message}`) })
-    } catch (err) {
-      entry.pull.stop(err as Error)
-      throw err
-    }
     ctx.log.info(`swarm ${id.slice(0, 12)}: target of a push from ${coordinator.slice(-8)}: ${formatMiB(entry.pull.bytesTotal - entry.pull.bytesDone)} to fetch from ${peers.length - 1} peer(s)`)
     return entry
   }
