@@ -51,7 +51,9 @@ export class Lab {
     Lab.live.add(lab)
     Lab.installExitHook()
     try {
-      await lab.script(['up', String(n), rate], opts.sysctls === undefined ? {} : { VMESH_LAB_SYSCTLS: opts.sysctls })
+      const sysctls = opts.sysctls ?? process.env.VMESH_LAB_SYSCTLS ?? ''
+      await lab.script(['up', String(n), rate], { VMESH_LAB_SYSCTLS: sysctls })
+      lab.sysctlsSet = sysctls
     } catch (err) {
       // The script removes a half-built lab itself; down again in case it was killed midway.
       await lab.down()
@@ -70,6 +72,15 @@ export class Lab {
   ns (i: number): string {
     this.checkHost(i)
     return `${this.prefix}-${i}`
+  }
+
+  /** What VMESH_LAB_SYSCTLS set in every host at up() ('' for none). */
+  sysctlsSet = ''
+
+  /** The hosts' TCP settings that most change a swarm's speed, for a benchmark's first lines. */
+  tcpSettings (): string {
+    const how = this.sysctlsSet === '' ? "the machine's settings" : `VMESH_LAB_SYSCTLS="${this.sysctlsSet}"`
+    return `congestion control ${this.sysctl(0, 'net.ipv4.tcp_congestion_control')}, slow start after idle ${this.sysctl(0, 'net.ipv4.tcp_slow_start_after_idle')} (${how})`
   }
 
   /**

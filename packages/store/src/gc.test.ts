@@ -100,12 +100,14 @@ describe('ManifestStore and ImageCatalogue', () => {
     const id = await manifests.save(m)
     expect(id).toBe(sha256(encodeManifest(m)))
     expect(await manifests.list()).toEqual([id])
+    expect([await manifests.has(id), await manifests.has(sha256(Buffer.from('other'))), await manifests.has('../x')]).toEqual([true, false, false])
     expect(await manifests.load(id)).toEqual(m)
     await expect(manifests.saveEncoded(encodeManifest(m), sha256(Buffer.from('other')))).rejects.toBeInstanceOf(ManifestError)
     // a manifest file altered on disk is refused
     await writeFile(join(manifests.manifestsDir, id), Buffer.from(encodeManifest({ ...m, name: 'evil' })))
     await expect(manifests.load(id)).rejects.toThrow(/corrupt/)
     expect(await manifests.delete(id)).toBe(true)
+    expect(await manifests.has(id)).toBe(false)
     await expect(manifests.load(id)).rejects.toBeInstanceOf(ManifestNotFoundError)
   })
 

@@ -1,6 +1,6 @@
 // Saved manifests, one file per manifest: <dir>/manifests/<id>. A saved manifest is what keeps
 // its chunks alive through GC, so saves are durable before they resolve and loads are verified.
-import { mkdir, readdir, readFile, unlink } from 'node:fs/promises'
+import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { assertHash, isHash, sha256, type Hash } from './hash.js'
 import { decodeManifest, encodeManifest, type Manifest } from './manifest.js'
@@ -37,8 +37,15 @@ export class ManifestStore {
     return id
   }
 
+  /** One stat, not a listing: a seed asks this for every chunk link a push opens. */
   async has (id: Hash): Promise<boolean> {
-    return (await this.list()).includes(id)
+    if (!isHash(id)) return false
+    try {
+      return (await stat(join(this.manifestsDir, id))).isFile()
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
+      throw err
+    }
   }
 
   /** The encoded bytes, verified against the id. */
