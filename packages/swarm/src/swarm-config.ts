@@ -3,11 +3,11 @@
 export interface SwarmConfig {
   /**
    * Chunk requests a puller keeps outstanding on one link (to a relay; see seedQueueChunks for
-   * the seed). 4 x 1 MiB keeps a 200 mbit link busy across the request round trip and a server's
-   * disk read, and bounds what a dead link strands. 2 was measured too (a relay's upload queue is
-   * (N-1) x this, so the last chunks wait behind less): N=4 256 MiB median 1.142 (8 runs) against
-   * 1.166 (3 runs); N=3 100 MiB 1.184 against 1.166 (6 runs each, alternating). No clear winner
-   * in the noise of this machine, so 4 stays.
+   * the seed). A relay's upload queue is (N-1) x this, so the last chunks wait behind less with
+   * a small one; 2 x 1 MiB still covers the request round trip and a server's disk read. With
+   * requests spread breadth-first (request-spread.ts), N=8, 3 rounds of 3 runs alternating: 2
+   * gave median 1.215 (1.189-1.264) against 1.233 (1.212-1.270) for 4. Earlier, filling one
+   * link after another, 2 and 4 were level (N=8 1.242 against 1.245; N=4 1.142 against 1.166).
    */
   perLinkInflight: number
   /**
@@ -74,7 +74,7 @@ export interface SwarmConfig {
 }
 
 export const DEFAULT_SWARM_CONFIG: SwarmConfig = {
-  perLinkInflight: 4,
+  perLinkInflight: 2,
   seedQueueChunks: 8,
   maxInflight: 48,
   maxUnwrittenBytes: 64 * 1024 * 1024,
