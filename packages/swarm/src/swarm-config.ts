@@ -6,8 +6,9 @@ export interface SwarmConfig {
    * the seed). A relay's upload queue is (N-1) x this, so the last chunks wait behind less with
    * a small one; 2 x 1 MiB still covers the request round trip and a server's disk read. With
    * requests spread breadth-first (request-spread.ts), N=8, 3 rounds of 3 runs alternating: 2
-   * gave median 1.215 (1.189-1.264) against 1.233 (1.212-1.270) for 4. Earlier, filling one
-   * link after another, 2 and 4 were level (N=8 1.242 against 1.245; N=4 1.142 against 1.166).
+   * gave median 1.215 (1.189-1.264) against 1.233 (1.212-1.270) for 4, and 1.212 against 1.224
+   * for 1. Earlier, filling one link after another, 2 and 4 were level (N=8 1.242 against 1.245;
+   * N=4 1.142 against 1.166).
    */
   perLinkInflight: number
   /**
