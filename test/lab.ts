@@ -75,7 +75,7 @@ export class Lab {
   }
 
   /** What VMESH_LAB_SYSCTLS set in every host at up() ('' for none). */
-  sysctlsSet = ''
+  private sysctlsSet = ''
 
   /** The hosts' TCP settings that most change a swarm's speed, for a benchmark's first lines. */
   tcpSettings (): string {

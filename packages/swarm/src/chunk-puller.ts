@@ -11,9 +11,9 @@
 // Seed links open as soon as the pull exists (openSeedLinks), overlapping the ready/plan round
 // trip; the rest open at start(), once every target holds the manifest, and nothing is requested
 // before it. Requests are pipelined (perLinkInflight per link, spread breadth-first over the
-// links: request-spread.ts); replies are verified by the
-// store's put() before anything else sees them; a link that fails is dropped, its requests
-// re-queued, and it is re-opened after relinkDelayMs (the peer may have restarted).
+// links: request-spread.ts); replies are verified by the store's put() before anything else sees
+// them; a link that fails is dropped, its requests re-queued, and it is re-opened after
+// relinkDelayMs (the peer may have restarted).
 import type { Connection, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { streamChannel, type MessageChannel } from '@vmesh/wire'
