@@ -245,6 +245,32 @@ describe('swarm push between four agents on loopback', () => {
     await capped.kill('SIGKILL')
   })
 
+  it('a relay passes a chunk on while it still arrives, piece by checked piece (cut-through)', async () => {
+    const [src, t1, t2, t3] = agents as [TestAgent, TestAgent, TestAgent, TestAgent]
+    // A source held to 80 mbit: each 1 MiB chunk takes ~0.1 s to reach its relay, long enough
+    // for the other targets to ask the relay for it while it arrives.
+    const slow = await cluster.start('s5', { bootstrap: [await src.address()], extraArgs: ['--upload-rate', '80mbit'] })
+    await waitFor('s5 to see the others alive', async () => (await slow.members()).filter((m) => m.status === 'alive').length >= 5, 30_000)
+    const file = join(cluster.root, 'relayed.raw')
+    const data = randomBytes(12 * 1024 * 1024 + 777)
+    writeFileSync(file, data)
+    const added = await slow.client.call({ imageAdd: { path: file, name: 'relayed' } })
+    const id = added.imageAdd?.image?.id ?? ''
+    const r = await slow.client.call({ imagePush: { ref: 'relayed', hosts: 's1,s2,s3' } })
+    expect((r.imagePush?.hosts ?? []).map((h) => h.state)).toEqual(['done', 'done', 'done'])
+    let passedOn = 0
+    for (const [i, a] of [t1, t2, t3].entries()) {
+      const out = join(cluster.root, `relayed-${i}.raw`)
+      await a.client.call({ imageExport: { ref: id, outPath: out } })
+      expect(createHash('sha256').update(readFileSync(out)).digest('hex')).toBe(createHash('sha256').update(data).digest('hex'))
+      const counters = (await a.client.call({ stats: {} })).stats?.counters ?? []
+      passedOn += counters.filter((c) => c.name === 'swarm.served_cut_through').reduce((n, c) => n + Number(c.value), 0)
+      expect(counters.some((c) => (c.name ?? '').startsWith('swarm.rejected.corrupt') && Number(c.value) > 0)).toBe(false)
+    }
+    expect(passedOn).toBeGreaterThan(0)
+    await slow.kill('SIGKILL')
+  })
+
   it('explains what is wrong with a bad push request', async () => {
     const [src] = agents as [TestAgent]
     await expect(src.client.call({ imagePush: { ref: 'nope', hosts: 'all' } })).rejects.toThrow(/no image "nope"/)

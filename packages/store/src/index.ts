@@ -22,5 +22,6 @@ export { manifestBytes, manifestStoredBytes, manifestChunks, missingChunks, miss
 export type { ChunkInfo, ChunkPresence } from './manifest-stats.js'
 export { QuotaExceededError, formatBytes } from './quota.js'
 export { CorruptChunkError, ChunkNotFoundError, ManifestError, ManifestNotFoundError } from './errors.js'
-export { isHash, sha256, type Hash } from './hash.js'
+export { isHash, sha256, sha256Bytes, type Hash } from './hash.js'
+export { PIECE_SIZE, hasPieces, pieceCount, pieceHashes, piecesDigest, chunkPiecesDigest } from './pieces.js'
 export * as storeConfig from './config.js'

@@ -8,6 +8,7 @@ import { open } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import type { ChunkHold, ChunkStore } from './chunk-store.js'
 import { isAllZero, type Hash } from './hash.js'
+import { chunkPiecesDigest, hasPieces } from './pieces.js'
 import { chunkCount, chunkLength, LayerHasher, type Layer, type LayerKind } from './manifest.js'
 import { DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_LAYER_BYTES, MIN_CHUNK_SIZE } from './config.js'
 import { QuotaExceededError } from './quota.js'
@@ -49,6 +50,8 @@ export async function importLayer (store: ChunkStore, path: string, kind: LayerK
     const count = chunkCount(size, chunkSize)
     const hasher = new LayerHasher(size, chunkSize)
     const chunks: Array<Hash | null> = []
+    // Pieces digests let the swarm pass a chunk on while it arrives (pieces.ts): one more hash pass.
+    const pieces: Array<Hash | null> | undefined = hasPieces(chunkSize) ? [] : undefined
     const progress: ImportProgress = { doneBytes: 0, totalBytes: size, storedBytes: 0, zeroChunks: 0, reusedChunks: 0 }
     const readChunk = async (i: number): Promise<Buffer> => {
       const len = chunkLength(size, chunkSize, i)
@@ -70,6 +73,7 @@ export async function importLayer (store: ChunkStore, path: string, kind: LayerK
       next = i + 1 < count ? readChunk(i + 1) : undefined
       if (isAllZero(buf)) {
         chunks.push(null)
+        pieces?.push(null)
         hasher.zeroChunk(buf.byteLength)
         progress.zeroChunks++
       } else {
@@ -77,6 +81,7 @@ export async function importLayer (store: ChunkStore, path: string, kind: LayerK
         const hash = digest.toString('hex')
         hasher.chunk(digest)
         chunks.push(hash)
+        pieces?.push(chunkPiecesDigest(buf))
         if (quotaError !== undefined) {
           // over quota: keep hashing only to tell the person how much the whole import needs
           if (!store.has(hash) && !seenAfterQuota.has(hash)) { seenAfterQuota.add(hash); neededAfterQuota += buf.byteLength }
@@ -102,7 +107,7 @@ export async function importLayer (store: ChunkStore, path: string, kind: LayerK
       throw new QuotaExceededError(need, freeAtStart, store.quotaBytes, store.chunksDir, `importing ${path} as a layer`)
     }
     await writer.flush()
-    return { kind, name: opts.name ?? '', size, chunkSize, hash: hasher.digest(), chunks }
+    return { kind, name: opts.name ?? '', size, chunkSize, hash: hasher.digest(), chunks, ...(pieces?.some((d) => d !== null) === true ? { pieces } : {}) }
   } catch (err) {
     await writer.abort().catch(() => {})
     throw err

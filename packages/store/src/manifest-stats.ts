@@ -2,7 +2,8 @@
 import type { Hash } from './hash.js'
 import { chunkLength, type Manifest } from './manifest.js'
 
-export interface ChunkInfo { hash: Hash, size: number }
+/** A stored chunk: its hash, length and, where the manifest has it, its pieces digest (pieces.ts). */
+export interface ChunkInfo { hash: Hash, size: number, pieces?: Hash }
 
 /** Every distinct stored (non-zero) chunk of a manifest with its size, in first-use order. */
 export function manifestChunks (manifest: Manifest): ChunkInfo[] {
@@ -12,7 +13,8 @@ export function manifestChunks (manifest: Manifest): ChunkInfo[] {
     layer.chunks.forEach((h, i) => {
       if (h === null || seen.has(h)) return
       seen.add(h)
-      out.push({ hash: h, size: chunkLength(layer.size, layer.chunkSize, i) })
+      const pieces = layer.pieces?.[i]
+      out.push(pieces == null ? { hash: h, size: chunkLength(layer.size, layer.chunkSize, i) } : { hash: h, size: chunkLength(layer.size, layer.chunkSize, i), pieces })
     })
   }
   return out

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto'
 import { pb, type vmesh } from '@vmesh/wire'
 import { bytesToHash, HASH_BYTES, hashToBytes, isHash, sha256, zeroChunkDigest, type Hash } from './hash.js'
 import { ManifestError } from './errors.js'
+import { hasPieces } from './pieces.js'
 import {
   MANIFEST_VERSION, MAX_CHUNK_SIZE, MAX_LAYER_BYTES, MAX_LAYERS, MAX_MANIFEST_BYTES, MAX_MANIFEST_CHUNKS,
   MAX_NAME_LENGTH, MIN_CHUNK_SIZE
@@ -38,6 +39,12 @@ export interface Layer {
   hash: Hash
   /** ceil(size / chunkSize) entries: the chunk's hash, or null for an all-zero chunk */
   chunks: Array<Hash | null>
+  /**
+   * Optional, only when chunkSize > PIECE_SIZE: each chunk's pieces digest (pieces.ts), null
+   * exactly where `chunks` is null. Lets a relay pass a chunk on while it arrives; a layer without
+   * it is moved whole chunk by whole chunk.
+   */
+  pieces?: Array<Hash | null>
 }
 
 export interface Manifest {
@@ -128,6 +135,14 @@ export function validateManifest (m: Manifest): void {
     total += want
     if (total > MAX_MANIFEST_CHUNKS) fail(`more than ${MAX_MANIFEST_CHUNKS} chunks in all`)
     for (const c of l.chunks) if (c !== null && !isHash(c)) fail(`${at} has a chunk hash that is not 64 hex characters`)
+    if (l.pieces !== undefined) {
+      if (!hasPieces(l.chunkSize)) fail(`${at} has pieces digests, but its chunks of ${l.chunkSize} bytes are single pieces`)
+      if (!Array.isArray(l.pieces) || l.pieces.length !== l.chunks.length) fail(`${at} has ${l.pieces?.length} pieces digests for ${l.chunks.length} chunks`)
+      l.pieces.forEach((d, i) => {
+        if ((d === null) !== (l.chunks[i] === null)) fail(`${at} chunk ${i} has a pieces digest only where it is ${d === null ? 'stored' : 'a zero chunk'}`)
+        if (d !== null && !isHash(d)) fail(`${at} chunk ${i} has a pieces digest that is not 64 hex characters`)
+      })
+    }
     if (!isHash(l.hash)) fail(`${at} hash is not 64 hex characters`)
     if (computeLayerHash(l) !== l.hash) fail(`${at} hash does not match its chunk list`)
   })
@@ -137,11 +152,12 @@ function toPb (m: Manifest): vmesh.v1.Manifest {
   const layers = m.layers.map((l) => {
     const chunks: vmesh.v1.ChunkRef[] = []
     let zeros = 0
-    for (const c of l.chunks) {
-      if (c === null) { zeros++; continue }
+    l.chunks.forEach((c, i) => {
+      if (c === null) { zeros++; return }
       if (zeros > 0) { chunks.push(pb.ChunkRef.create({ zeroChunks: zeros })); zeros = 0 }
-      chunks.push(pb.ChunkRef.create({ hash: hashToBytes(c) }))
-    }
+      const pieces = l.pieces?.[i]
+      chunks.push(pb.ChunkRef.create(pieces == null ? { hash: hashToBytes(c) } : { hash: hashToBytes(c), pieces: hashToBytes(pieces) }))
+    })
     if (zeros > 0) chunks.push(pb.ChunkRef.create({ zeroChunks: zeros }))
     return pb.Layer.create({ kind: KIND_TO_PB[l.kind] as vmesh.v1.LayerKind, size: l.size, hash: hashToBytes(l.hash), chunks, name: l.name })
   })
@@ -184,25 +200,34 @@ export function decodeManifest (bytes: Uint8Array): Manifest {
     total += want
     if (total > MAX_MANIFEST_CHUNKS) fail(`more than ${MAX_MANIFEST_CHUNKS} chunks in all`)
     const chunks: Array<Hash | null> = []
+    const pieces: Array<Hash | null> = []
+    let withPieces = 0
     for (const ref of pl.chunks ?? []) {
       const hash = ref.hash ?? new Uint8Array(0)
       const zeros = Number(ref.zeroChunks ?? 0)
+      const digest = ref.pieces ?? new Uint8Array(0)
       if (hash.byteLength > 0 && zeros > 0) fail(`${at} has a chunk entry with both a hash and a zero run`)
+      if (digest.byteLength > 0 && hash.byteLength === 0) fail(`${at} has a pieces digest on a zero run`)
       if (hash.byteLength > 0) {
         if (hash.byteLength !== HASH_BYTES) fail(`${at} has a chunk hash of ${hash.byteLength} bytes, not ${HASH_BYTES}`)
+        if (digest.byteLength > 0 && digest.byteLength !== HASH_BYTES) fail(`${at} has a pieces digest of ${digest.byteLength} bytes, not ${HASH_BYTES}`)
         if (chunks.length + 1 > want) fail(`${at} lists more chunks than its size ${size} needs (${want})`)
         chunks.push(bytesToHash(hash))
+        pieces.push(digest.byteLength > 0 ? bytesToHash(digest) : null)
+        if (digest.byteLength > 0) withPieces++
       } else {
         if (!Number.isSafeInteger(zeros) || zeros < 1) fail(`${at} has an empty chunk entry`)
         if (chunks.length + zeros > want) fail(`${at} lists more chunks than its size ${size} needs (${want})`)
-        for (let i = 0; i < zeros; i++) chunks.push(null)
+        for (let i = 0; i < zeros; i++) { chunks.push(null); pieces.push(null) }
       }
     }
+    const stored = chunks.reduce((n, c) => (c === null ? n : n + 1), 0)
+    if (withPieces > 0 && withPieces !== stored) fail(`${at} has pieces digests for ${withPieces} of its ${stored} stored chunks; a layer has them for all or none`)
     const kind = PB_TO_KIND.get(pl.kind ?? 0)
     if (kind === undefined) fail(`${at} has unknown kind ${pl.kind}`)
     const lh = pl.hash ?? new Uint8Array(0)
     if (lh.byteLength !== HASH_BYTES) fail(`${at} hash has ${lh.byteLength} bytes, not ${HASH_BYTES}`)
-    return { kind, name: pl.name ?? '', size, chunkSize, hash: bytesToHash(lh), chunks }
+    return { kind, name: pl.name ?? '', size, chunkSize, hash: bytesToHash(lh), chunks, ...(withPieces > 0 ? { pieces } : {}) }
   })
   const m: Manifest = { version: msg.version, name: msg.name, createdAtMs: Number(msg.createdAtMs), chunkSize, layers }
   validateManifest(m)

@@ -17,12 +17,13 @@
 import type { Connection, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { streamChannel, type MessageChannel } from '@vmesh/wire'
-import { sha256, type ChunkHold } from '@vmesh/store'
+import { PIECE_SIZE, piecesDigest, sha256, sha256Bytes, type ChunkHold, type ChunkInfo } from '@vmesh/store'
 import { DurableQueue } from './durable-queue.js'
 import { Bitfield } from './bitfield.js'
 import { acceptBulkOffer } from './bulk-offer.js'
 import type { BulkChannel } from './bulk-channel.js'
-import { encodeRequest, readReplies } from './chunk-wire.js'
+import { encodeRequest, readReplyParts } from './chunk-wire.js'
+import { PartialChunk } from './partial-chunks.js'
 import { spreadRequests } from './request-spread.js'
 import { CHUNK_PROTOCOL, checkChunkCount, checkIndices, decodeHave, decodeLinkFrame, encodeLink, openTimeout, SWARM_VERSION, SwarmProtocolError, swarmLimits } from './swarm-protocol.js'
 import type { ManifestInfo, SwarmContext } from './swarm-context.js'
@@ -44,6 +45,18 @@ const FRESH_RETRY_MS = 300
 const LINK_SILENCE_MS = 15_000
 /** A relay link with requests outstanding and no reply for this long is taken for stalled (see fill). */
 const RELAY_STALL_MS = 1000
+
+/** A chunk whose reply is arriving on a link. */
+interface Arrival {
+  index: number
+  chunk: PartialChunk
+  /** A live push's chunk that came before its name (kept aside, see announced()). */
+  early: boolean
+  /** Registered in ctx.partials: this agent's servers may be passing it on. */
+  served: boolean
+  /** Broke off (see abandon): its remaining bytes are skipped. */
+  abandoned: boolean
+}
 
 class Link {
   state: 'idle' | 'opening' | 'open' | 'down' = 'idle'
@@ -355,11 +368,34 @@ export class ChunkPull {
 
   private async readReplies (link: Link, bulk: BulkChannel): Promise<void> {
     const { info, ctx } = this
+    /** The reply whose bytes are arriving. */
+    let arrival: Arrival | undefined
     try {
-      for await (const r of readReplies(bulk, info.maxChunkBytes)) {
+      for await (const r of readReplyParts(bulk, info.maxChunkBytes)) {
         // A reader of a link that was since dropped (and maybe re-opened) must not touch it.
-        if (link.bulk !== bulk) return
+        if (link.bulk !== bulk) { if (arrival !== undefined) this.abandon(arrival, new Error('the link was dropped')); return }
         link.lastReplyAt = Date.now()
+        if (r.kind === 'body') {
+          const a = arrival as Arrival
+          // Within the download cap, piece by piece (a relay may be passing these on already).
+          await ctx.download.take(r.data.length)
+          if (!a.chunk.append(r.data)) {
+            // A piece that does not match the hashes its sender gave: pass none of it on; the
+            // whole chunk is still checked by its hash when it is in.
+            ctx.counters.inc('swarm.rejected.corrupt_piece')
+            this.unserve(a)
+          }
+          if (!r.last) continue
+          arrival = undefined
+          if (a.early) {
+            // A live push: the chunk overtook its name, which comes on the (slower) session
+            // stream. Kept, unverified and unused, until announced() can check it.
+            this.early.set(a.index, { link, data: a.chunk.data })
+            continue
+          }
+          await this.take(link, a, a.chunk.data)
+          continue
+        }
         const expected = link.inflight.shift()
         if (expected === FRESH) {
           if (r.none) {
@@ -370,38 +406,85 @@ export class ChunkPull {
             continue
           }
           if (!(r.index >= 0 && r.index < info.capacity)) throw new SwarmProtocolError('bulk_reply', `seed sent chunk ${r.index}, outside 0..${info.capacity - 1}`)
-          if (!r.missing) { this.requested.add(r.index); this.receiving.add(r.index) }
+          if (!r.missing) this.requested.add(r.index)
           if (!r.missing && r.index >= info.chunks.length) {
-            // A live push: the chunk overtook its name, which comes on the (slower) session
-            // stream. Kept, unverified and unused, until announced() can check it.
             if (this.early.size >= this.ctx.config.maxInflight) throw new SwarmProtocolError('bulk_reply', `seed sent ${this.early.size + 1} chunks not announced yet`)
-            this.early.set(r.index, { link, data: r.data })
+            this.receiving.add(r.index)
+            arrival = { index: r.index, chunk: new PartialChunk(r.size, r.size, () => true), early: true, served: false, abandoned: false }
             continue
           }
         } else if (expected !== r.index || r.none) {
           throw new SwarmProtocolError('bulk_order', `peer answered chunk ${r.index}, expected ${expected ?? 'nothing'}`)
         }
-        if (!r.missing) this.receiving.add(r.index)
         if (r.missing) {
           link.have.clear(r.index)
           this.requested.delete(r.index)
           this.schedule()
           continue
         }
-        await this.take(link, r.index, r.data)
+        this.receiving.add(r.index)
+        arrival = this.begin(r.index, r.size, r.pieceHashes)
       }
     } catch (err) {
+      if (arrival !== undefined) this.abandon(arrival, err as Error)
       if (link.bulk === bulk && !this.finished) this.linkDown(link, err as Error)
     }
   }
 
-  /** A chunk's bytes from a link: within the download cap, then received(). */
-  private async take (link: Link, index: number, data: Buffer): Promise<void> {
-    await this.ctx.download.take(data.length)
+  /**
+   * A chunk's reply began: its bytes are gathered here. A seed's reply gives piece hashes for a
+   * chunk with a pieces digest: once they match it, this agent's servers may pass each piece on
+   * as it arrives and checks out (cut-through: a relay's peers need not wait for the whole chunk).
+   */
+  private begin (index: number, size: number, pieceHashes: Uint8Array[]): Arrival {
+    const { ctx, info } = this
+    const chunk = info.chunks[index] as ChunkInfo
+    if (ctx.config.cutThrough > 0 && pieceHashes.length > 0 && chunk.pieces !== undefined && !this.have.has(index)) {
+      if (piecesDigest(pieceHashes) !== chunk.pieces) {
+        // Not what the manifest says: receive it whole, checked by its hash alone.
+        ctx.counters.inc('swarm.rejected.piece_hashes')
+      } else {
+        const partial = new PartialChunk(size, PIECE_SIZE, (k, bytes) => sha256Bytes(bytes).equals(pieceHashes[k] as Uint8Array))
+        if (ctx.partials.begin(chunk.hash, partial)) {
+          ctx.hub.emit('receiving', info.id, index)
+          return { index, chunk: partial, early: false, served: true, abandoned: false }
+        }
+      }
+    }
+    return { index, chunk: new PartialChunk(size, size, () => true), early: false, served: false, abandoned: false }
+  }
+
+  /** A chunk's reply broke off (its link failed): fail its readers and let it be asked again. */
+  private abandon (a: Arrival, err: Error): void {
+    if (a.abandoned) return
+    a.abandoned = true
+    a.chunk.fail(err)
+    this.unserve(a)
+    this.receiving.delete(a.index)
+    this.requested.delete(a.index)
+  }
+
+  /** This agent's servers stop passing the chunk on (readers already sending it fail). */
+  private unserve (a: Arrival): void {
+    if (!a.served) return
+    a.served = false
+    this.ctx.partials.end((this.info.chunks[a.index] as ChunkInfo).hash, a.chunk)
+  }
+
+  /** A chunk's bytes from a link are all in: received(), then fetch on. */
+  private async take (link: Link, a: Arrival | number, data: Buffer): Promise<void> {
+    const index = typeof a === 'number' ? a : a.index
     if (this.stats.firstChunkMs < 0) this.stats.firstChunkMs = Date.now() - this.createdAt
     if (link.peer.seed) this.stats.fromSeeds++
     else this.stats.fromRelays++
-    await this.received(link, index, data)
+    try {
+      await this.received(link, index, data)
+    } finally {
+      if (typeof a !== 'number') {
+        if (!this.have.has(index)) a.chunk.fail(new Error('the chunk did not match its hash'))
+        this.unserve(a)
+      }
+    }
     if (!this.checkDone()) this.schedule()
   }
 

@@ -4,13 +4,14 @@
 // readVerified); a chunk we lack or that fails verification is answered "missing".
 import type { Connection, Stream } from '@libp2p/interface'
 import { streamChannel, type MessageChannel } from '@vmesh/wire'
-import { isHash } from '@vmesh/store'
+import { isHash, pieceHashes } from '@vmesh/store'
 import { Bitfield } from './bitfield.js'
 import { createBulkOffer } from './bulk-offer.js'
 import type { BulkChannel } from './bulk-channel.js'
 import { encodeReplyHeader, RequestParser } from './chunk-wire.js'
 import { checkIndices, decodeHave, decodeLinkFrame, encodeLink, errorReason, SWARM_VERSION, SwarmProtocolError, swarmLimits } from './swarm-protocol.js'
 import type { SeedHandout } from './seed-handout.js'
+import type { PartialChunk } from './partial-chunks.js'
 
 import type { ManifestInfo, SwarmContext } from './swarm-context.js'
 
@@ -100,9 +101,10 @@ class ChunkLinkServer {
     const { ctx, info } = this
     // Subscribe before reading the store, so nothing gained in between is missed.
     ctx.hub.on('gained', this.onGained)
+    ctx.hub.on('receiving', this.onGained)
     let bulk: BulkChannel | undefined
     try {
-      info.chunks.forEach((c, i) => { if (ctx.store.has(c.hash) || ctx.pending.has(c.hash)) this.announced.set(i) })
+      info.chunks.forEach((c, i) => { if (ctx.store.has(c.hash) || ctx.pending.has(c.hash) || ctx.partials.has(c.hash)) this.announced.set(i) })
       const { offer, channel } = createBulkOffer(ctx.listener, { localPeer: ctx.selfId, remotePeer: this.remote })
       await this.ch.send(encodeLink({ accept: { have: this.announced.encode(), chunkCount: info.capacity, bulkOffer: offer } }))
       bulk = await channel
@@ -126,6 +128,7 @@ class ChunkLinkServer {
       this.closed = true
       this.releaseHandout()
       ctx.hub.off('gained', this.onGained)
+      ctx.hub.off('receiving', this.onGained)
       await this.ch.close().catch(() => {})
     }
   }
@@ -161,25 +164,51 @@ class ChunkLinkServer {
         for (let k = 0; k < req.fresh; k++) {
           const i = this.handout.next(this.remote)
           if (i === undefined) await bulk.write(encodeReplyHeader(0, 0, false, true))
-          else await this.send(bulk, i)
+          else await this.send(bulk, i, true)
         }
       }
     }
     if (parser.pendingBytes > 0) throw new SwarmProtocolError('bulk_truncated', 'puller ended the bulk channel in the middle of a request')
   }
 
-  private async send (bulk: BulkChannel, i: number): Promise<void> {
+  /** Sends chunk i; a fresh hand-out (we are its seed) carries piece hashes, see begin() in chunk-puller. */
+  private async send (bulk: BulkChannel, i: number, fresh = false): Promise<void> {
     const { ctx, info } = this
     const chunk = info.chunks[i]
+    // Still arriving here: pass it on as its pieces verify.
+    const partial = chunk === undefined ? undefined : ctx.partials.get(chunk.hash)
+    if (partial !== undefined && partial.size === chunk?.size) { await this.sendPartial(bulk, i, partial); return }
     const bytes = chunk === undefined ? undefined : await ctx.readChunk(chunk.hash)
     if (chunk === undefined || bytes === undefined || bytes.length !== chunk.size) {
       ctx.counters.inc('swarm.served_missing')
+      // Announce it again if we gain it later (a chunk that was arriving here and broke off).
+      this.announced.clear(i)
       await bulk.write(encodeReplyHeader(i, 0, true))
       return
     }
+    const pieces = fresh && chunk.pieces !== undefined && ctx.config.cutThrough > 0 ? pieceHashes(bytes) : []
     await ctx.upload.take(bytes.length)
-    await bulk.write(encodeReplyHeader(i, bytes.length, false))
+    await bulk.write(encodeReplyHeader(i, bytes.length, false, false, pieces))
     await bulk.write(bytes)
     ctx.served(info.id, bytes.length)
+  }
+
+  /**
+   * Sends a chunk that is still arriving, each verified stretch as it comes. If its reception
+   * fails the reply cannot be finished: the error ends this link (the puller asks again elsewhere).
+   */
+  private async sendPartial (bulk: BulkChannel, i: number, partial: PartialChunk): Promise<void> {
+    const { ctx, info } = this
+    await bulk.write(encodeReplyHeader(i, partial.size, false))
+    let sent = 0
+    while (sent < partial.size) {
+      await partial.beyond(sent)
+      const end = partial.servable
+      await ctx.upload.take(end - sent)
+      await bulk.write(partial.data.subarray(sent, end))
+      sent = end
+    }
+    ctx.served(info.id, partial.size)
+    ctx.counters.inc('swarm.served_cut_through')
   }
 }

@@ -3,14 +3,15 @@
 // the chunk's raw bytes, which are never copied through protobuf. The peer is authenticated, but
 // its frames are still bounded and checked: a bug or a compromised member must not crash us.
 import { encodeFrame, FrameDecoder, pb } from '@vmesh/wire'
+import { pieceCount } from '@vmesh/store'
 import { SwarmProtocolError, swarmLimits, checkIndices } from './swarm-protocol.js'
 
 export function encodeRequest (indices: number[], fresh = 0): Uint8Array {
   return encodeFrame(pb.ChunkRequest.encode({ indices, fresh }).finish())
 }
 
-export function encodeReplyHeader (index: number, size: number, missing: boolean, none = false): Uint8Array {
-  return encodeFrame(pb.ChunkReplyHeader.encode({ index, size, missing, none }).finish())
+export function encodeReplyHeader (index: number, size: number, missing: boolean, none = false, pieceHashes: Uint8Array[] = []): Uint8Array {
+  return encodeFrame(pb.ChunkReplyHeader.encode({ index, size, missing, none, pieceHashes }).finish())
 }
 
 export interface ParsedRequest {
@@ -79,6 +80,13 @@ class ByteQueue {
     return undefined
   }
 
+  /** Up to n bytes from the front without copying (at most what the first piece holds). */
+  takeSome (n: number): Buffer {
+    const first = this.pieces[0] as Buffer
+    const k = Math.min(n, first.length - this.offset)
+    return this.take(k)
+  }
+
   take (n: number): Buffer {
     const first = this.pieces[0]
     if (first !== undefined && first.length - this.offset >= n) {
@@ -103,57 +111,86 @@ class ByteQueue {
   }
 }
 
+/** One step of a reply stream: a header, then (unless missing or none) its chunk's bytes in parts. */
+export type ReplyPart =
+  | { kind: 'header', index: number, size: number, missing: boolean, none: boolean, pieceHashes: Uint8Array[] }
+  | { kind: 'body', data: Buffer, last: boolean }
+
 /**
- * Reads reply headers and chunk bytes from a bulk channel. A chunk larger than maxChunkBytes, a
- * malformed header, or a channel that ends in the middle of a reply throws SwarmProtocolError.
+ * Reads reply headers and chunk bytes from a bulk channel as they arrive, without waiting for a
+ * whole chunk (a relay may pass verified pieces on at once: partial-chunks.ts). A chunk larger
+ * than maxChunkBytes, a malformed header, or a channel that ends in the middle of a reply throws
+ * SwarmProtocolError.
  */
-export async function * readReplies (source: AsyncIterable<Buffer>, maxChunkBytes: number): AsyncGenerator<ChunkReply> {
+export async function * readReplyParts (source: AsyncIterable<Buffer>, maxChunkBytes: number): AsyncGenerator<ReplyPart> {
   const q = new ByteQueue()
-  let header: { index: number, size: number, missing: boolean } | undefined
+  /** Body bytes still to come of the current reply. */
+  let remaining = 0
   for await (const piece of source) {
     q.push(piece)
     for (;;) {
-      if (header === undefined) {
-        // varint length of the header frame
-        let len = 0
-        let scale = 1
-        let used = 0
-        let complete = false
-        for (; used < 5; used++) {
-          const b = q.peek(used)
-          if (b === undefined) break
-          len += (b & 0x7f) * scale
-          scale *= 128
-          if ((b & 0x80) === 0) { complete = true; used++; break }
-        }
-        if (!complete) {
-          if (used >= 5) throw new SwarmProtocolError('bulk_frame', 'reply header length prefix is too long')
-          break
-        }
-        if (len > swarmLimits.bulkFrameBytes) throw new SwarmProtocolError('bulk_frame', `reply header of ${len} bytes exceeds ${swarmLimits.bulkFrameBytes}`)
-        if (q.length < used + len) break
-        q.take(used)
-        const raw = q.take(len)
-        let h
-        try {
-          h = pb.ChunkReplyHeader.decode(raw)
-        } catch (err) {
-          throw new SwarmProtocolError('bulk_reply', `malformed reply header: ${(err as Error).message}`)
-        }
-        if (h.missing || h.none) {
-          if (h.size !== 0) throw new SwarmProtocolError('bulk_reply', 'a missing chunk reply carries bytes')
-          yield { index: h.index, missing: h.missing, none: h.none, data: Buffer.alloc(0) }
-          continue
-        }
-        if (h.size === 0 || h.size > maxChunkBytes) throw new SwarmProtocolError('bulk_reply', `reply of ${h.size} bytes for chunk ${h.index}; chunks here hold 1..${maxChunkBytes}`)
-        header = { index: h.index, size: h.size, missing: false }
+      if (remaining > 0) {
+        if (q.length === 0) break
+        const data = q.takeSome(remaining)
+        remaining -= data.length
+        yield { kind: 'body', data, last: remaining === 0 }
+        continue
       }
-      if (q.length < header.size) break
-      const data = q.take(header.size)
-      const { index } = header
-      header = undefined
-      yield { index, missing: false, none: false, data }
+      // varint length of the header frame
+      let len = 0
+      let scale = 1
+      let used = 0
+      let complete = false
+      for (; used < 5; used++) {
+        const b = q.peek(used)
+        if (b === undefined) break
+        len += (b & 0x7f) * scale
+        scale *= 128
+        if ((b & 0x80) === 0) { complete = true; used++; break }
+      }
+      if (!complete) {
+        if (used >= 5) throw new SwarmProtocolError('bulk_frame', 'reply header length prefix is too long')
+        break
+      }
+      if (len > swarmLimits.bulkFrameBytes) throw new SwarmProtocolError('bulk_frame', `reply header of ${len} bytes exceeds ${swarmLimits.bulkFrameBytes}`)
+      if (q.length < used + len) break
+      q.take(used)
+      const raw = q.take(len)
+      let h
+      try {
+        h = pb.ChunkReplyHeader.decode(raw)
+      } catch (err) {
+        throw new SwarmProtocolError('bulk_reply', `malformed reply header: ${(err as Error).message}`)
+      }
+      if (h.missing || h.none) {
+        if (h.size !== 0) throw new SwarmProtocolError('bulk_reply', 'a missing chunk reply carries bytes')
+      } else if (h.size === 0 || h.size > maxChunkBytes) {
+        throw new SwarmProtocolError('bulk_reply', `reply of ${h.size} bytes for chunk ${h.index}; chunks here hold 1..${maxChunkBytes}`)
+      }
+      const pieceHashes = h.pieceHashes ?? []
+      if (pieceHashes.length > 0 && (pieceHashes.length !== pieceCount(h.size) || pieceHashes.some((d) => d.byteLength !== 32))) {
+        throw new SwarmProtocolError('bulk_reply', `reply for chunk ${h.index} of ${h.size} bytes gives ${pieceHashes.length} piece hashes; it has ${pieceCount(h.size)} pieces of 32-byte hashes`)
+      }
+      remaining = h.size
+      yield { kind: 'header', index: h.index, size: h.size, missing: h.missing, none: h.none, pieceHashes }
     }
   }
-  if (header !== undefined || q.length > 0) throw new SwarmProtocolError('bulk_truncated', 'bulk channel ended in the middle of a chunk reply')
+  if (remaining > 0 || q.length > 0) throw new SwarmProtocolError('bulk_truncated', 'bulk channel ended in the middle of a chunk reply')
+}
+
+/** Whole replies: readReplyParts with each chunk's bytes put together. */
+export async function * readReplies (source: AsyncIterable<Buffer>, maxChunkBytes: number): AsyncGenerator<ChunkReply> {
+  let header: { index: number, parts: Buffer[] } | undefined
+  for await (const p of readReplyParts(source, maxChunkBytes)) {
+    if (p.kind === 'header') {
+      if (p.size === 0) yield { index: p.index, missing: p.missing, none: p.none, data: Buffer.alloc(0) }
+      else header = { index: p.index, parts: [] }
+      continue
+    }
+    const h = header as { index: number, parts: Buffer[] }
+    h.parts.push(p.data)
+    if (!p.last) continue
+    header = undefined
+    yield { index: h.index, missing: false, none: false, data: h.parts.length === 1 ? h.parts[0] as Buffer : Buffer.concat(h.parts) }
+  }
 }

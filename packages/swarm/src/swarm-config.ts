@@ -72,6 +72,14 @@ export interface SwarmConfig {
    * against 1.236 (1.208-1.408), egress 1.004-1.012.
    */
   stalledRelayFraction: number
+  /**
+   * 1: a chunk a seed hands out with piece hashes (its manifest has pieces digests) is passed on
+   * by its relay while it arrives, each 256 KiB piece once it checks out (partial-chunks.ts),
+   * instead of once the whole chunk is in; 0: whole chunks only. A hop then costs a piece's time
+   * at a relay's shared upload rather than a chunk's. N=8, 3 rounds of 3 runs alternating with 0:
+   * median 1.156 (1.134-1.213) against 1.187 (1.161-1.208).
+   */
+  cutThrough: number
 }
 
 export const DEFAULT_SWARM_CONFIG: SwarmConfig = {
@@ -86,7 +94,8 @@ export const DEFAULT_SWARM_CONFIG: SwarmConfig = {
   relinkDelayMs: 1000,
   stallFallbackMs: 5000,
   endgameFraction: 0,
-  stalledRelayFraction: 0.05
+  stalledRelayFraction: 0.05,
+  cutThrough: 1
 }
 
 /** Per-host caps in bytes per second; 0 or absent means unlimited. */

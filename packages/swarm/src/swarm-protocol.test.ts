@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest'
 import { randomBytes } from 'node:crypto'
 import { encodeFrame, pb } from '@vmesh/wire'
-import { encodeReplyHeader, encodeRequest, readReplies, RequestParser } from './chunk-wire.js'
+import { encodeReplyHeader, encodeRequest, readReplies, readReplyParts, RequestParser } from './chunk-wire.js'
 import {
   checkIndices, checkProgress, checkStart, decodeHave, decodeLinkFrame, decodeSessionFrame, SwarmProtocolError, swarmLimits, SWARM_VERSION
 } from './swarm-protocol.js'
@@ -113,5 +113,33 @@ describe('chunk requests and replies on the bulk channel', () => {
     for (let i = 0; i < 300; i++) {
       await collect([randomBytes(1 + (i % 64))]).catch((err) => { expect(err).toBeInstanceOf(SwarmProtocolError) })
     }
+  })
+
+  it('gives the bytes of a reply as they arrive, without waiting for the whole chunk', async () => {
+    const data = randomBytes(1000)
+    const wire = Buffer.concat([encodeReplyHeader(2, 1000, false), data])
+    async function * slowly (): AsyncGenerator<Buffer> {
+      for (let at = 0; at < wire.length; at += 300) yield wire.subarray(at, at + 300)
+    }
+    const parts = []
+    for await (const p of readReplyParts(slowly(), 1024)) parts.push(p)
+    expect(parts[0]).toMatchObject({ kind: 'header', index: 2, size: 1000, pieceHashes: [] })
+    const bodies = parts.slice(1) as Array<{ kind: 'body', data: Buffer, last: boolean }>
+    expect(bodies.length).toBeGreaterThan(2)
+    expect(bodies.map((b) => b.last)).toEqual([...Array<boolean>(bodies.length - 1).fill(false), true])
+    expect(Buffer.concat(bodies.map((b) => b.data)).equals(data)).toBe(true)
+  })
+
+  it('bounds the piece hashes a reply header gives: one of 32 bytes per 256 KiB piece', async () => {
+    const size = 600 * 1024
+    const ok = [randomBytes(32), randomBytes(32), randomBytes(32)]
+    const read = async (hashes: Uint8Array[]): Promise<unknown> => {
+      for await (const p of readReplyParts(pieces([encodeReplyHeader(0, size, false, false, hashes)]), 1 << 20)) return p
+    }
+    expect(await read(ok)).toMatchObject({ kind: 'header', size, pieceHashes: ok })
+    await expect(read(ok.slice(0, 2))).rejects.toThrow(/gives 2 piece hashes; it has 3 pieces/)
+    await expect(read([...ok, randomBytes(32)])).rejects.toThrow(SwarmProtocolError)
+    await expect(read([ok[0] as Buffer, ok[1] as Buffer, randomBytes(31)])).rejects.toThrow(/32-byte/)
+    await expect(collect([encodeReplyHeader(0, 0, true, false, [randomBytes(32)])])).rejects.toThrow(SwarmProtocolError)
   })
 })
