@@ -379,12 +379,7 @@ export class ChunkPull {
           const a = arrival as Arrival
           // Within the download cap, piece by piece (a relay may be passing these on already).
           await ctx.download.take(r.data.length)
-          if (!a.chunk.append(r.data)) {
-            // A piece that does not match the hashes its sender gave: pass none of it on; the
-            // whole chunk is still checked by its hash when it is in.
-            ctx.counters.inc('swarm.rejected.corrupt_piece')
-            this.unserve(a)
-          }
+          a.chunk.append(r.data)
           if (!r.last) continue
           arrival = undefined
           if (a.early) {
@@ -423,7 +418,7 @@ export class ChunkPull {
           continue
         }
         this.receiving.add(r.index)
-        arrival = this.begin(r.index, r.size, r.pieceHashes)
+        arrival = this.begin(link, r.index, r.size, r.pieceHashes)
       }
     } catch (err) {
       if (arrival !== undefined) this.abandon(arrival, err as Error)
@@ -432,26 +427,33 @@ export class ChunkPull {
   }
 
   /**
-   * A chunk's reply began: its bytes are gathered here. A seed's reply gives piece hashes for a
-   * chunk with a pieces digest: once they match it, this agent's servers may pass each piece on
-   * as it arrives and checks out (cut-through: a relay's peers need not wait for the whole chunk).
+   * A chunk's reply began: its bytes are gathered here. A reply that gives piece hashes for a
+   * chunk with a pieces digest (a seed's hand-out; with cutThrough 2 a relay's reply too): once
+   * they match the digest, this agent's servers may pass each piece on as it arrives and checks
+   * out (cut-through: a relay's peers need not wait for the whole chunk).
    */
-  private begin (index: number, size: number, pieceHashes: Uint8Array[]): Arrival {
+  private begin (link: Link, index: number, size: number, pieceHashes: Uint8Array[]): Arrival {
     const { ctx, info } = this
     const chunk = info.chunks[index] as ChunkInfo
-    if (ctx.config.cutThrough > 0 && pieceHashes.length > 0 && chunk.pieces !== undefined && !this.have.has(index)) {
-      if (piecesDigest(pieceHashes) !== chunk.pieces) {
-        // Not what the manifest says: receive it whole, checked by its hash alone.
-        ctx.counters.inc('swarm.rejected.piece_hashes')
-      } else {
-        const partial = new PartialChunk(size, PIECE_SIZE, (k, bytes) => sha256Bytes(bytes).equals(pieceHashes[k] as Uint8Array))
-        if (ctx.partials.begin(chunk.hash, partial)) {
-          ctx.hub.emit('receiving', info.id, index)
-          return { index, chunk: partial, early: false, served: true, abandoned: false }
-        }
-      }
+    const a: Arrival = { index, chunk: new PartialChunk(size, size, () => true), early: false, served: false, abandoned: false }
+    const from = link.peer.seed ? 1 : 2
+    if (ctx.config.cutThrough < from || pieceHashes.length === 0 || chunk.pieces === undefined || this.have.has(index)) return a
+    if (piecesDigest(pieceHashes) !== chunk.pieces) {
+      // Not what the manifest says: receive it whole, checked by its hash alone.
+      ctx.counters.inc('swarm.rejected.piece_hashes')
+      return a
     }
-    return { index, chunk: new PartialChunk(size, size, () => true), early: false, served: false, abandoned: false }
+    const partial = new PartialChunk(size, PIECE_SIZE, (k, bytes) => sha256Bytes(bytes).equals(pieceHashes[k] as Uint8Array), pieceHashes, () => {
+      // A piece that does not match the hashes its sender gave: none of it goes on; the whole
+      // chunk is still checked by its hash when it is in.
+      ctx.counters.inc('swarm.rejected.corrupt_piece')
+      this.unserve(a)
+    })
+    if (!ctx.partials.begin(chunk.hash, partial)) return a
+    a.chunk = partial
+    a.served = true
+    ctx.hub.emit('receiving', info.id, index)
+    return a
   }
 
   /** A chunk's reply broke off (its link failed): fail its readers and let it be asked again. */
@@ -482,6 +484,7 @@ export class ChunkPull {
     } finally {
       if (typeof a !== 'number') {
         if (!this.have.has(index)) a.chunk.fail(new Error('the chunk did not match its hash'))
+        else if (a.served) this.ctx.pieceHashes.add((this.info.chunks[index] as ChunkInfo).hash, a.chunk.pieceHashes)
         this.unserve(a)
       }
     }

@@ -171,7 +171,10 @@ class ChunkLinkServer {
     if (parser.pendingBytes > 0) throw new SwarmProtocolError('bulk_truncated', 'puller ended the bulk channel in the middle of a request')
   }
 
-  /** Sends chunk i; a fresh hand-out (we are its seed) carries piece hashes, see begin() in chunk-puller. */
+  /**
+   * Sends chunk i with its piece hashes where we know them (a fresh hand-out: we are its seed and
+   * compute them; else those it arrived with), so the puller may pass it on as it arrives.
+   */
   private async send (bulk: BulkChannel, i: number, fresh = false): Promise<void> {
     const { ctx, info } = this
     const chunk = info.chunks[i]
@@ -186,7 +189,7 @@ class ChunkLinkServer {
       await bulk.write(encodeReplyHeader(i, 0, true))
       return
     }
-    const pieces = fresh && chunk.pieces !== undefined && ctx.config.cutThrough > 0 ? pieceHashes(bytes) : []
+    const pieces = ctx.config.cutThrough === 0 || chunk.pieces === undefined ? [] : fresh ? pieceHashes(bytes) : [...(ctx.pieceHashes.get(chunk.hash) ?? [])]
     await ctx.upload.take(bytes.length)
     await bulk.write(encodeReplyHeader(i, bytes.length, false, false, pieces))
     await bulk.write(bytes)
@@ -199,7 +202,7 @@ class ChunkLinkServer {
    */
   private async sendPartial (bulk: BulkChannel, i: number, partial: PartialChunk): Promise<void> {
     const { ctx, info } = this
-    await bulk.write(encodeReplyHeader(i, partial.size, false))
+    await bulk.write(encodeReplyHeader(i, partial.size, false, false, ctx.config.cutThrough === 0 ? [] : [...partial.pieceHashes]))
     let sent = 0
     while (sent < partial.size) {
       await partial.beyond(sent)

@@ -1,51 +1,69 @@
 import { describe, expect, it } from 'vitest'
 import { createHash, randomBytes } from 'node:crypto'
-import { PartialChunk, PartialChunks } from './partial-chunks.js'
+import { PartialChunk, PartialChunks, PieceHashCache } from './partial-chunks.js'
 
 const PIECE = 4
 const digest = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest()
 
-function chunkOf (bytes: Buffer): { partial: PartialChunk, hashes: Buffer[] } {
+function chunkOf (bytes: Buffer, onBad?: (err: Error) => void): { partial: PartialChunk, checked: number[] } {
   const hashes: Buffer[] = []
   for (let at = 0; at < bytes.length; at += PIECE) hashes.push(digest(bytes.subarray(at, at + PIECE)))
-  return { partial: new PartialChunk(bytes.length, PIECE, (k, b) => digest(b).equals(hashes[k] as Buffer)), hashes }
+  const checked: number[] = []
+  const partial = new PartialChunk(bytes.length, PIECE, (k, b) => { checked.push(k); return digest(b).equals(hashes[k] as Buffer) }, hashes, onBad)
+  return { partial, checked }
 }
 
 describe('a chunk passed on while it arrives', () => {
-  it('makes bytes servable a whole checked piece at a time, the short last piece too', async () => {
+  it('serves bytes a whole checked piece at a time, the short last piece too', async () => {
     const bytes = randomBytes(10)
     const { partial } = chunkOf(bytes)
-    expect(partial.append(bytes.subarray(0, 3))).toBe(true)
-    expect(partial.servable).toBe(0)
+    partial.append(bytes.subarray(0, 3))
     let woke = false
     const waiting = partial.beyond(0).then(() => { woke = true })
     await Promise.resolve()
     expect(woke).toBe(false)
-    expect(partial.append(bytes.subarray(3, 9))).toBe(true)
+    expect(partial.servable).toBe(0)
+    partial.append(bytes.subarray(3, 9))
     await waiting
     expect(partial.servable).toBe(8)
     expect(partial.filled).toBe(false)
-    expect(partial.append(bytes.subarray(9))).toBe(true)
+    partial.append(bytes.subarray(9))
+    await partial.beyond(8)
     expect(partial.servable).toBe(10)
     expect(partial.filled).toBe(true)
     expect(partial.data.equals(bytes)).toBe(true)
-    await expect(partial.beyond(8)).resolves.toBeUndefined()
+    await expect(partial.beyond(10)).resolves.toBeUndefined()
   })
 
-  it('a piece that does not match fails its readers, serves nothing past it, and still gathers the bytes', async () => {
+  it('checks pieces only when a reader wants them, each once', async () => {
     const bytes = randomBytes(12)
-    const { partial } = chunkOf(bytes)
-    const bad = Buffer.from(bytes)
-    bad[5] = (bad[5] as number) ^ 1
-    expect(partial.append(bad.subarray(0, 4))).toBe(true)
+    const { partial, checked } = chunkOf(bytes)
+    partial.append(bytes)
+    expect(checked).toEqual([])
+    await partial.beyond(0)
+    await partial.beyond(4)
+    expect(partial.servable).toBe(12)
+    expect(checked).toEqual([0, 1, 2])
+  })
+
+  it('a piece that does not match fails its readers, serves nothing past it, and is reported once', async () => {
+    const bytes = randomBytes(12)
+    const bad: Error[] = []
+    const { partial } = chunkOf(bytes, (err) => bad.push(err))
+    const flipped = Buffer.from(bytes)
+    flipped[5] = (flipped[5] as number) ^ 1
+    partial.append(flipped.subarray(0, 4))
+    await partial.beyond(0)
     const reader = partial.beyond(4)
-    expect(partial.append(bad.subarray(4, 8))).toBe(false)
+    partial.append(flipped.subarray(4, 8))
     await expect(reader).rejects.toThrow(/piece 1 of the chunk does not match/)
     expect(partial.servable).toBe(4)
-    expect(partial.append(bad.subarray(8))).toBe(true)
-    expect(partial.servable).toBe(4)
+    partial.append(flipped.subarray(8))
     expect(partial.filled).toBe(true)
     await expect(partial.beyond(4)).rejects.toThrow(/does not match/)
+    expect(partial.servable).toBe(4)
+    expect(bad).toHaveLength(1)
+    expect(partial.data.equals(flipped)).toBe(true)
     expect(() => partial.append(Buffer.alloc(1))).toThrow(/overflow/)
   })
 
@@ -70,5 +88,16 @@ describe('a chunk passed on while it arrives', () => {
     expect(reg.begin('h', b)).toBe(true)
     reg.end('h', b)
     expect(reg.size).toBe(0)
+  })
+
+  it('keeps the piece hashes of the latest chunks, within its bound', () => {
+    const cache = new PieceHashCache(2)
+    const h = [randomBytes(32)]
+    cache.add('a', h)
+    cache.add('b', h)
+    cache.add('a', h)
+    cache.add('c', h)
+    cache.add('d', [])
+    expect([cache.get('a'), cache.get('b'), cache.get('c'), cache.get('d')].map((x) => x !== undefined)).toEqual([true, false, true, false])
   })
 })

@@ -1,23 +1,30 @@
-// Chunks that are arriving, served onward while they arrive (cut-through): a relay that is
-// receiving a chunk can start sending it to its other peers at once instead of after the whole
-// chunk is in, so a hop costs a piece's time rather than a chunk's. Only the verified prefix is
-// ever handed out: bytes become servable a whole piece at a time, once the piece's hash matched.
-// A chunk that fails (its link dropped, a piece did not verify) fails every reader waiting on it.
+// Chunks that are arriving, served onward while they arrive (cut-through): a host that is
+// receiving a chunk can start sending it to its peers at once instead of after the whole chunk is
+// in, so a hop costs a piece's time rather than a chunk's. Only a checked prefix is ever handed
+// out: bytes become servable a whole piece at a time, once the piece's hash matched. Pieces are
+// checked when a reader wants them, so a chunk nobody asks for while it arrives costs no hashing
+// beyond its receiver's check of the whole chunk. A chunk that fails (its link dropped, a piece
+// did not match) fails every reader waiting on it.
 
 /** Checks piece k (its bytes); true if it may be served. */
 export type PieceCheck = (k: number, bytes: Buffer) => boolean
 
 export class PartialChunk {
-  /** The chunk's bytes; only data[0, servable) is verified, the rest is being written. */
+  /** The chunk's bytes; only data[0, servable) is checked, the rest may still be arriving. */
   readonly data: Buffer
   /** Bytes copied in so far. */
   private written = 0
-  /** Verified bytes from the start: what readers may send. */
+  /** Checked bytes from the start: what readers may send. */
   servable = 0
   failure: Error | undefined
   private waiters: Array<() => void> = []
 
-  constructor (size: number, readonly pieceBytes: number, private readonly check: PieceCheck) {
+  /**
+   * `pieceHashes` are passed on in replies to this host's pullers (so they may cut through too);
+   * `onBadPiece` hears of a piece that did not match, once.
+   */
+  constructor (size: number, readonly pieceBytes: number, private readonly check: PieceCheck,
+    readonly pieceHashes: readonly Uint8Array[] = [], private readonly onBadPiece?: (err: Error) => void) {
     if (!(size > 0) || !(pieceBytes > 0)) throw new RangeError(`a partial chunk needs a size and piece size > 0, got ${size}, ${pieceBytes}`)
     this.data = Buffer.allocUnsafe(size)
   }
@@ -26,35 +33,17 @@ export class PartialChunk {
     return this.data.length
   }
 
-  /** All bytes are in (verified or not): the whole chunk is then checked by its receiver. */
+  /** All bytes are in (checked or not): the whole chunk is then checked by its receiver. */
   get filled (): boolean {
     return this.written === this.data.length
   }
 
-  /**
-   * Copies the next bytes in; each piece that is now whole is checked and, if it matches, made
-   * servable. A piece that does not match fails the chunk for its readers (nothing more becomes
-   * servable) and append returns false, once; the bytes are still gathered, for the receiver to
-   * check the whole chunk by its hash.
-   */
-  append (bytes: Buffer): boolean {
+  /** Copies the next bytes in and wakes the readers waiting for them. */
+  append (bytes: Buffer): void {
     if (this.written + bytes.length > this.data.length) throw new RangeError(`${bytes.length} more bytes overflow a chunk of ${this.data.length}`)
     bytes.copy(this.data, this.written)
     this.written += bytes.length
-    let grew = false
-    while (this.failure === undefined && this.servable < this.written) {
-      const end = Math.min(this.servable + this.pieceBytes, this.data.length)
-      if (end > this.written) break
-      const k = this.servable / this.pieceBytes
-      if (!this.check(k, this.data.subarray(this.servable, end))) {
-        this.fail(new Error(`piece ${k} of the chunk does not match its hash`))
-        return false
-      }
-      this.servable = end
-      grew = true
-    }
-    if (grew) this.wake()
-    return true
+    if (this.waiters.length > 0) this.wake()
   }
 
   fail (err: Error): void {
@@ -63,12 +52,32 @@ export class PartialChunk {
     this.wake()
   }
 
-  /** Resolves once more than `have` bytes are servable; rejects if the chunk failed. */
+  /**
+   * Resolves once more than `have` bytes are servable (checking the pieces in by then); rejects
+   * if the chunk failed, a piece that does not match included.
+   */
   async beyond (have: number): Promise<void> {
-    while (this.servable <= have) {
+    for (;;) {
+      this.advance()
+      if (this.servable > have || have >= this.data.length) return
       if (this.failure !== undefined) throw this.failure
-      if (have >= this.data.length) return
       await new Promise<void>((resolve) => this.waiters.push(resolve))
+    }
+  }
+
+  /** Checks each whole piece written past the servable prefix; a mismatch fails the chunk. */
+  private advance (): void {
+    while (this.failure === undefined && this.servable < this.written) {
+      const end = Math.min(this.servable + this.pieceBytes, this.data.length)
+      if (end > this.written) return
+      const k = this.servable / this.pieceBytes
+      if (!this.check(k, this.data.subarray(this.servable, end))) {
+        const err = new Error(`piece ${k} of the chunk does not match its hash`)
+        this.fail(err)
+        this.onBadPiece?.(err)
+        return
+      }
+      this.servable = end
     }
   }
 
@@ -106,5 +115,29 @@ export class PartialChunks {
 
   get size (): number {
     return this.byHash.size
+  }
+}
+
+/**
+ * Piece hashes of chunks that arrived with them (checked against their manifest's digest), kept
+ * after the chunk is whole so this host's replies can give them too. Bounded: oldest out first.
+ */
+export class PieceHashCache {
+  private readonly byHash = new Map<string, readonly Uint8Array[]>()
+
+  constructor (readonly maxEntries: number) {}
+
+  add (hash: string, hashes: readonly Uint8Array[]): void {
+    if (hashes.length === 0) return
+    this.byHash.delete(hash)
+    this.byHash.set(hash, hashes)
+    if (this.byHash.size > this.maxEntries) {
+      const oldest = this.byHash.keys().next().value
+      if (oldest !== undefined) this.byHash.delete(oldest)
+    }
+  }
+
+  get (hash: string): readonly Uint8Array[] | undefined {
+    return this.byHash.get(hash)
   }
 }

@@ -10,7 +10,7 @@ import type { RateLimiter } from './rate-limiter.js'
 import type { SwarmConfig } from './swarm-config.js'
 import type { VerifiedChunkCache } from './verified-cache.js'
 import { SeedHandout } from './seed-handout.js'
-import { PartialChunks } from './partial-chunks.js'
+import { PartialChunks, PieceHashCache } from './partial-chunks.js'
 
 /** Where the swarm counts what it rejected and moved (the agent's Counters fit). */
 export interface CounterSink {
@@ -113,6 +113,8 @@ export class SwarmContext {
   readonly hub = new EventEmitter<{ gained: [string, number], receiving: [string, number] }>()
   /** Chunks arriving now that servers may pass on as their pieces verify (cut-through). */
   readonly partials = new PartialChunks()
+  /** Piece hashes of chunks received with them: given in replies, so pullers may cut through too. */
+  readonly pieceHashes = new PieceHashCache(8192)
   /** Live pushes this host takes part in, by session id (hex). */
   readonly live = new Map<string, ManifestInfo>()
   /** Verified chunks received and not yet durable in the store (DurableQueue): served from here. */
