@@ -227,6 +227,17 @@ describe('swarm push between four agents on loopback', () => {
     const bad = await vmesh(src.dataDir, 'image', 'push', 'cli-img')
     expect(bad.code).not.toBe(0)
     expect(bad.stderr).toMatch(/--hosts/)
+    // Another chunk size is another manifest of the same bytes; sizes outside the format are refused.
+    const big = await vmesh(src.dataDir, 'image', 'add', file, '--name', 'cli-img-2m', '--chunk-size', '2MiB')
+    expect(big.code).toBe(0)
+    expect(big.stdout.trim()).toMatch(/^[0-9a-f]{64}$/)
+    expect(big.stdout.trim()).not.toBe(id)
+    const odd = await vmesh(src.dataDir, 'image', 'add', file, '--name', 'cli-img-3m', '--chunk-size', '3MiB')
+    expect(odd.code).not.toBe(0)
+    expect(odd.stderr).toMatch(/chunk size 3145728 must be a power of two from 65536 to 16777216/)
+    const junk = await vmesh(src.dataDir, 'image', 'add', file, '--chunk-size', '2GB')
+    expect(junk.code).not.toBe(0)
+    expect(junk.stderr).toMatch(/--chunk-size "2GB" must look like 1MiB or 256KiB/)
   })
 
   it('a download cap set on a host (vmesh agent --download-rate) holds its transfer to that rate', async () => {

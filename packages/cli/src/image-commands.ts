@@ -9,20 +9,29 @@ import { fetchMembers } from './commands.js'
 import { peerIdText } from '@vmesh/mesh'
 
 export const IMAGE_USAGE = `  vmesh image add FILE [--name NAME]          import a qcow2 or raw file on the agent's host; prints the id
+      [--chunk-size 1MiB]                     bytes per chunk, a power of two in 64KiB..16MiB (default 1MiB)
   vmesh image push ID|NAME --hosts all|N|H,.. send it to hosts through the swarm, a progress bar per host
   vmesh image ls [--json]                     images here and which hosts hold each completely
   vmesh image export ID|NAME --out FILE       write it back out, bit-identical
       (an agent caps its swarm upload/download with --upload-rate / --download-rate, e.g. 200mbit)
 `
 
+/** --chunk-size: KiB or MiB, e.g. 1MiB or 256KiB (the agent checks the range). */
+export function parseChunkSize (text: string): number {
+  const m = /^(\d{1,5})(KiB|MiB)$/.exec(text)
+  if (m === null) throw new Error(`--chunk-size "${text.slice(0, 40)}" must look like 1MiB or 256KiB`)
+  return Number(m[1]) * (m[2] === 'MiB' ? 1 << 20 : 1 << 10)
+}
+
 export async function imageCommand (args: string[], out: NodeJS.WriteStream = process.stdout): Promise<number> {
   const [sub, ...rest] = args
   switch (sub) {
     case 'add': {
-      const { values, positionals } = parseArgs({ args: rest, options: { ...targetOptionSpec, name: { type: 'string' } }, allowPositionals: true, strict: true })
+      const { values, positionals } = parseArgs({ args: rest, options: { ...targetOptionSpec, name: { type: 'string' }, 'chunk-size': { type: 'string' } }, allowPositionals: true, strict: true })
       const file = one(positionals, 'vmesh image add FILE')
+      const chunkSize = values['chunk-size'] === undefined ? 0 : parseChunkSize(values['chunk-size'])
       return await withImageClient(values, async (c) => {
-        const reply = await c.call({ imageAdd: { path: values.peer !== undefined ? file : resolve(file), name: values.name ?? '' } })
+        const reply = await c.call({ imageAdd: { path: values.peer !== undefined ? file : resolve(file), name: values.name ?? '', chunkSize } })
         const img = reply.imageAdd?.image
         process.stderr.write(`added ${img?.name ?? ''}: ${formatBytes(img?.sizeBytes ?? 0)} (${formatBytes(img?.storedBytes ?? 0)} stored)\n`)
         out.write(`${img?.id ?? ''}\n`)

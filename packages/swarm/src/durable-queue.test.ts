@@ -36,6 +36,28 @@ describe('durable queue of verified chunks', () => {
     }
   })
 
+  it('flushes when the bound comes before flushEvery chunks do (large chunks), instead of spinning', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'swarm-dq-'))
+    try {
+      const store = await ChunkStore.open({ dir })
+      const pending = new Map<string, Uint8Array>()
+      // 2 chunks may wait, a flush every 32: 4 MiB chunks with the default 64 MiB and 32 did this.
+      const q = new DurableQueue({ store, pending } as unknown as SwarmContext, 2 * 64 * 1024, 32)
+      const chunks = Array.from({ length: 6 }, () => randomBytes(64 * 1024))
+      let mostPending = 0
+      for (const c of chunks) {
+        await q.add(sha256(c), c)
+        mostPending = Math.max(mostPending, pending.size)
+      }
+      expect(mostPending).toBeLessThanOrEqual(3)
+      expect(chunks.filter((c) => store.has(sha256(c))).length).toBeGreaterThanOrEqual(4)
+      await q.flush()
+      expect(pending.size).toBe(0)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it('a quota failure surfaces to the caller', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'swarm-dq-'))
     try {

@@ -32,7 +32,12 @@ export class DurableQueue {
       this.unflushed.push(hash)
       if (this.unflushed.length >= this.flushEvery) await this.doFlush()
     }).catch((err: Error) => { this.failure ??= err })
-    while (this.queuedBytes > this.maxBytes && this.failure === undefined) await this.chain
+    while (this.queuedBytes > this.maxBytes && this.failure === undefined) {
+      await this.chain
+      // Queued bytes are released only by a flush, and with large chunks the bound can come before
+      // flushEvery chunks do: flush now (waiting on a chain with nothing left to do would spin).
+      if (this.queuedBytes > this.maxBytes && this.failure === undefined) await this.flush()
+    }
     if (this.failure !== undefined) throw this.failure
   }
 
