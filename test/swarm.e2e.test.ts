@@ -234,7 +234,7 @@ describe('swarm push between four agents on loopback', () => {
     expect(big.stdout.trim()).not.toBe(id)
     const odd = await vmesh(src.dataDir, 'image', 'add', file, '--name', 'cli-img-3m', '--chunk-size', '3MiB')
     expect(odd.code).not.toBe(0)
-    expect(odd.stderr).toMatch(/chunk size 3145728 must be a power of two from 65536 to 16777216/)
+    expect(odd.stderr).toMatch(/--chunk-size 3MiB must be a power of two from 64KiB to 16MiB/)
     const junk = await vmesh(src.dataDir, 'image', 'add', file, '--chunk-size', '2GB')
     expect(junk.code).not.toBe(0)
     expect(junk.stderr).toMatch(/--chunk-size "2GB" must look like 1MiB or 256KiB/)

@@ -16,11 +16,13 @@ export const IMAGE_USAGE = `  vmesh image add FILE [--name NAME]          import
       (an agent caps its swarm upload/download with --upload-rate / --download-rate, e.g. 200mbit)
 `
 
-/** --chunk-size: KiB or MiB, e.g. 1MiB or 256KiB (the agent checks the range). */
+/** --chunk-size: KiB or MiB, e.g. 1MiB or 256KiB; a power of two in 64KiB..16MiB (the agent checks it again). */
 export function parseChunkSize (text: string): number {
   const m = /^(\d{1,5})(KiB|MiB)$/.exec(text)
   if (m === null) throw new Error(`--chunk-size "${text.slice(0, 40)}" must look like 1MiB or 256KiB`)
-  return Number(m[1]) * (m[2] === 'MiB' ? 1 << 20 : 1 << 10)
+  const bytes = Number(m[1]) * (m[2] === 'MiB' ? 1 << 20 : 1 << 10)
+  if (bytes < 64 << 10 || bytes > 16 << 20 || (bytes & (bytes - 1)) !== 0) throw new Error(`--chunk-size ${text} must be a power of two from 64KiB to 16MiB`)
+  return bytes
 }
 
 export async function imageCommand (args: string[], out: NodeJS.WriteStream = process.stdout): Promise<number> {

@@ -11,9 +11,10 @@
 // Seed links open as soon as the pull exists (openSeedLinks), overlapping the ready/plan round
 // trip; the rest open at start(), once every target holds the manifest, and nothing is requested
 // before it. Requests are pipelined (perLinkInflight per link, spread breadth-first over the
-// links: request-spread.ts); replies are verified by the store's put() before anything else sees
-// them; a link that fails is dropped, its requests re-queued, and it is re-opened after
-// relinkDelayMs (the peer may have restarted).
+// links: request-spread.ts); a reply is checked against its hash before this host stores or uses
+// it, and passed on while it arrives only piece by checked piece (partial-chunks.ts); a link that
+// fails is dropped, its requests re-queued, and it is re-opened after relinkDelayMs (the peer may
+// have restarted).
 import type { Connection, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { streamChannel, type MessageChannel } from '@vmesh/wire'
@@ -54,7 +55,7 @@ interface Arrival {
   early: boolean
   /** Registered in ctx.partials: this agent's servers may be passing it on. */
   served: boolean
-  /** Broke off (see abandon): its remaining bytes are skipped. */
+  /** Broke off (see abandon), which happens once. */
   abandoned: boolean
 }
 
@@ -66,8 +67,10 @@ class Link {
   /** Seeds: have-updates to send, and when to ask for fresh chunks again after a "none". */
   pendingHave: number[] = []
   freshAfter = 0
-  /** When the last reply arrived (or the first request went out after a quiet spell). */
+  /** When the last reply or part of one arrived (or the first request went out after a quiet spell). */
   lastReplyAt = 0
+  /** A reply's bytes are arriving (its request is no longer in inflight). */
+  arriving = false
   bulk: BulkChannel | undefined
   ch: MessageChannel | undefined
   failures = 0
@@ -101,7 +104,7 @@ export class ChunkPull {
   private todo: number[] = []
   private heldSinceCompact = 0
   private readonly requested = new Set<number>()
-  /** Chunks whose reply arrived and is being verified and queued (also in requested). */
+  /** Chunks whose reply has begun to arrive, until verified and queued (also in requested). */
   private readonly receiving = new Set<number>()
   private readonly links: Link[] = []
   /** Verified chunks on their way to disk. */
@@ -263,8 +266,9 @@ export class ChunkPull {
     if (this.finished) return
     const now = Date.now()
     for (const l of this.links) {
-      if (l.state === 'open' && l.inflight.length > 0 && now - l.lastReplyAt > LINK_SILENCE_MS) {
-        this.linkDown(l, new Error(`no reply for ${LINK_SILENCE_MS / 1000} s with ${l.inflight.length} request(s) outstanding`))
+      // A reply whose bytes stopped coming counts too: its chunk is in `receiving`, asked of no one else.
+      if (l.state === 'open' && (l.inflight.length > 0 || l.arriving) && now - l.lastReplyAt > LINK_SILENCE_MS) {
+        this.linkDown(l, new Error(`no reply for ${LINK_SILENCE_MS / 1000} s with ${l.inflight.length} request(s) outstanding${l.arriving ? ' and a reply half in' : ''}`))
       }
     }
     this.requested.clear()
@@ -320,6 +324,7 @@ export class ChunkPull {
     link.opening?.clear()
     for (const i of link.inflight) this.requested.delete(i)
     link.inflight = []
+    link.arriving = false
     link.bulk?.destroy()
     link.bulk = undefined
     link.ch?.abort(err)
@@ -382,6 +387,7 @@ export class ChunkPull {
           a.chunk.append(r.data)
           if (!r.last) continue
           arrival = undefined
+          link.arriving = false
           if (a.early) {
             // A live push: the chunk overtook its name, which comes on the (slower) session
             // stream. Kept, unverified and unused, until announced() can check it.
@@ -406,6 +412,7 @@ export class ChunkPull {
             if (this.early.size >= this.ctx.config.maxInflight) throw new SwarmProtocolError('bulk_reply', `seed sent ${this.early.size + 1} chunks not announced yet`)
             this.receiving.add(r.index)
             arrival = { index: r.index, chunk: new PartialChunk(r.size, r.size, () => true), early: true, served: false, abandoned: false }
+            link.arriving = true
             continue
           }
         } else if (expected !== r.index || r.none) {
@@ -419,6 +426,7 @@ export class ChunkPull {
         }
         this.receiving.add(r.index)
         arrival = this.begin(link, r.index, r.size, r.pieceHashes)
+        link.arriving = true
       }
     } catch (err) {
       if (arrival !== undefined) this.abandon(arrival, err as Error)
@@ -435,23 +443,24 @@ export class ChunkPull {
   private begin (link: Link, index: number, size: number, pieceHashes: Uint8Array[]): Arrival {
     const { ctx, info } = this
     const chunk = info.chunks[index] as ChunkInfo
-    const a: Arrival = { index, chunk: new PartialChunk(size, size, () => true), early: false, served: false, abandoned: false }
+    const whole = (): Arrival => ({ index, chunk: new PartialChunk(size, size, () => true), early: false, served: false, abandoned: false })
     const from = link.peer.seed ? 1 : 2
-    if (ctx.config.cutThrough < from || pieceHashes.length === 0 || chunk.pieces === undefined || this.have.has(index)) return a
+    if (ctx.config.cutThrough < from || pieceHashes.length === 0 || chunk.pieces === undefined || this.have.has(index)) return whole()
+    // Already whole here (another pull of it): servers send that copy.
+    if (ctx.pending.has(chunk.hash) || ctx.store.has(chunk.hash) || ctx.partials.has(chunk.hash)) return whole()
     if (piecesDigest(pieceHashes) !== chunk.pieces) {
       // Not what the manifest says: receive it whole, checked by its hash alone.
       ctx.counters.inc('swarm.rejected.piece_hashes')
-      return a
+      return whole()
     }
-    const partial = new PartialChunk(size, PIECE_SIZE, (k, bytes) => sha256Bytes(bytes).equals(pieceHashes[k] as Uint8Array), pieceHashes, () => {
+    const a: Arrival = { index, chunk: undefined as unknown as PartialChunk, early: false, served: true, abandoned: false }
+    a.chunk = new PartialChunk(size, PIECE_SIZE, (k, bytes) => sha256Bytes(bytes).equals(pieceHashes[k] as Uint8Array), pieceHashes, chunk.pieces, () => {
       // A piece that does not match the hashes its sender gave: none of it goes on; the whole
       // chunk is still checked by its hash when it is in.
       ctx.counters.inc('swarm.rejected.corrupt_piece')
       this.unserve(a)
     })
-    if (!ctx.partials.begin(chunk.hash, partial)) return a
-    a.chunk = partial
-    a.served = true
+    if (!ctx.partials.begin(chunk.hash, a.chunk)) return whole()
     ctx.hub.emit('receiving', info.id, index)
     return a
   }
@@ -484,7 +493,7 @@ export class ChunkPull {
     } finally {
       if (typeof a !== 'number') {
         if (!this.have.has(index)) a.chunk.fail(new Error('the chunk did not match its hash'))
-        else if (a.served) this.ctx.pieceHashes.add((this.info.chunks[index] as ChunkInfo).hash, a.chunk.pieceHashes)
+        else if (a.served) this.ctx.pieceHashes.add((this.info.chunks[index] as ChunkInfo).hash, a.chunk.piecesDigest, a.chunk.pieceHashes)
         this.unserve(a)
       }
     }
@@ -492,7 +501,8 @@ export class ChunkPull {
   }
 
   /**
-   * A chunk arrived: verified against its hash here (never used or passed on otherwise), then
+   * A chunk arrived: verified against its hash here (never stored or used otherwise; only its
+   * checked pieces may have been passed on while it arrived), then
    * servable at once from memory and queued for a batched durable write; waits while the writes
    * lag too far behind (the disk is then the bottleneck, and TCP backpressure tells the senders).
    */
@@ -520,6 +530,9 @@ export class ChunkPull {
         ctx.counters.inc('swarm.fetched_bytes', chunk.size)
       }
       ctx.cache.addVerified(chunk.hash, data)
+      // A copy of it still arriving elsewhere (asked past a stalled relay) is served no more: this one is whole.
+      const other = ctx.partials.get(chunk.hash)
+      if (other !== undefined && other.data !== data) ctx.partials.end(chunk.hash, other)
       // A live push's chunks have no manifest to name until it is sealed (see sealLivePull).
       if (info.sealed) this.onChunk?.(info.manifestId, chunk.hash, data)
       this.lastProgressAt = Date.now()

@@ -1,7 +1,8 @@
 // Serves chunks of a manifest to one puller: answers ChunkLinkOpen with our have-map and a bulk
-// offer, tells the puller about chunks we gain while the link is open, and answers chunk requests
-// on the bulk channel in order. Only verified bytes leave (cache of verified chunks, or
-// readVerified); a chunk we lack or that fails verification is answered "missing".
+// offer, tells the puller about chunks we gain (or begin to receive) while the link is open, and
+// answers chunk requests on the bulk channel in order. Only verified bytes leave: chunks from the
+// cache of verified chunks or readVerified, and chunks still arriving piece by checked piece
+// (partial-chunks.ts); a chunk we lack or that fails verification is answered "missing".
 import type { Connection, Stream } from '@libp2p/interface'
 import { streamChannel, type MessageChannel } from '@vmesh/wire'
 import { isHash, pieceHashes } from '@vmesh/store'
@@ -123,7 +124,8 @@ class ChunkLinkServer {
     } catch (err) {
       this.handout.leave(this.remote, false)
       bulk?.destroy()
-      if (!this.closed) rejectLink(ctx, this.ch, err, this.remote)
+      if (err instanceof CutThroughAborted) this.ch.abort(err)
+      else if (!this.closed) rejectLink(ctx, this.ch, err, this.remote)
     } finally {
       this.closed = true
       this.releaseHandout()
@@ -178,9 +180,12 @@ class ChunkLinkServer {
   private async send (bulk: BulkChannel, i: number, fresh = false): Promise<void> {
     const { ctx, info } = this
     const chunk = info.chunks[i]
-    // Still arriving here: pass it on as its pieces verify.
-    const partial = chunk === undefined ? undefined : ctx.partials.get(chunk.hash)
-    if (partial !== undefined && partial.size === chunk?.size) { await this.sendPartial(bulk, i, partial); return }
+    // Still arriving here, with the piece hashes the puller's manifest gives: pass it on as its
+    // pieces check out (a whole copy in memory goes first).
+    if (chunk !== undefined && chunk.pieces !== undefined && !ctx.pending.has(chunk.hash) && ctx.cache.get(chunk.hash) === undefined) {
+      const partial = ctx.partials.get(chunk.hash)
+      if (partial !== undefined && partial.size === chunk.size && partial.piecesDigest === chunk.pieces) { await this.sendPartial(bulk, i, partial); return }
+    }
     const bytes = chunk === undefined ? undefined : await ctx.readChunk(chunk.hash)
     if (chunk === undefined || bytes === undefined || bytes.length !== chunk.size) {
       ctx.counters.inc('swarm.served_missing')
@@ -189,7 +194,7 @@ class ChunkLinkServer {
       await bulk.write(encodeReplyHeader(i, 0, true))
       return
     }
-    const pieces = ctx.config.cutThrough === 0 || chunk.pieces === undefined ? [] : fresh ? pieceHashes(bytes) : [...(ctx.pieceHashes.get(chunk.hash) ?? [])]
+    const pieces = ctx.config.cutThrough === 0 || chunk.pieces === undefined ? [] : fresh ? pieceHashes(bytes) : [...(ctx.pieceHashes.get(chunk.hash, chunk.pieces) ?? [])]
     await ctx.upload.take(bytes.length)
     await bulk.write(encodeReplyHeader(i, bytes.length, false, false, pieces))
     await bulk.write(bytes)
@@ -202,10 +207,16 @@ class ChunkLinkServer {
    */
   private async sendPartial (bulk: BulkChannel, i: number, partial: PartialChunk): Promise<void> {
     const { ctx, info } = this
-    await bulk.write(encodeReplyHeader(i, partial.size, false, false, ctx.config.cutThrough === 0 ? [] : [...partial.pieceHashes]))
+    await bulk.write(encodeReplyHeader(i, partial.size, false, false, [...partial.pieceHashes]))
     let sent = 0
     while (sent < partial.size) {
-      await partial.beyond(sent)
+      try {
+        await partial.beyond(sent)
+      } catch (err) {
+        // Not this puller's doing: counted apart from what pullers send wrong.
+        ctx.counters.inc('swarm.cut_through_aborted')
+        throw new CutThroughAborted((err as Error).message)
+      }
       const end = partial.servable
       await ctx.upload.take(end - sent)
       await bulk.write(partial.data.subarray(sent, end))
@@ -213,5 +224,13 @@ class ChunkLinkServer {
     }
     ctx.served(info.id, partial.size)
     ctx.counters.inc('swarm.served_cut_through')
+  }
+}
+
+/** A reply passing a chunk on while it arrived could not be finished: the chunk's reception failed here. */
+class CutThroughAborted extends Error {
+  constructor (why: string) {
+    super(`the chunk being passed on stopped arriving here: ${why}`)
+    this.name = 'CutThroughAborted'
   }
 }

@@ -167,10 +167,14 @@ export async function * readReplyParts (source: AsyncIterable<Buffer>, maxChunkB
       } else if (h.size === 0 || h.size > maxChunkBytes) {
         throw new SwarmProtocolError('bulk_reply', `reply of ${h.size} bytes for chunk ${h.index}; chunks here hold 1..${maxChunkBytes}`)
       }
-      const pieceHashes = h.pieceHashes ?? []
-      if (pieceHashes.length > 0 && (pieceHashes.length !== pieceCount(h.size) || pieceHashes.some((d) => d.byteLength !== 32))) {
-        throw new SwarmProtocolError('bulk_reply', `reply for chunk ${h.index} of ${h.size} bytes gives ${pieceHashes.length} piece hashes; it has ${pieceCount(h.size)} pieces of 32-byte hashes`)
+      const given = h.pieceHashes ?? []
+      if (given.length > 0 && (given.length !== pieceCount(h.size) || given.some((d) => d.byteLength !== 32))) {
+        throw new SwarmProtocolError('bulk_reply', `reply for chunk ${h.index} of ${h.size} bytes gives ${given.length} piece hashes; it has ${pieceCount(h.size)} pieces of 32-byte hashes`)
       }
+      // Decoded bytes are views of the record they came in (chunk bytes too): copy them out, so
+      // hashes kept for later do not keep records alive.
+      const copy = given.length > 0 ? Buffer.concat(given) : undefined
+      const pieceHashes = given.map((_, k) => (copy as Buffer).subarray(k * 32, (k + 1) * 32))
       remaining = h.size
       yield { kind: 'header', index: h.index, size: h.size, missing: h.missing, none: h.none, pieceHashes }
     }

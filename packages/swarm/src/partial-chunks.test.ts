@@ -9,7 +9,7 @@ function chunkOf (bytes: Buffer, onBad?: (err: Error) => void): { partial: Parti
   const hashes: Buffer[] = []
   for (let at = 0; at < bytes.length; at += PIECE) hashes.push(digest(bytes.subarray(at, at + PIECE)))
   const checked: number[] = []
-  const partial = new PartialChunk(bytes.length, PIECE, (k, b) => { checked.push(k); return digest(b).equals(hashes[k] as Buffer) }, hashes, onBad)
+  const partial = new PartialChunk(bytes.length, PIECE, (k, b) => { checked.push(k); return digest(b).equals(hashes[k] as Buffer) }, hashes, 'digest', onBad)
   return { partial, checked }
 }
 
@@ -26,11 +26,9 @@ describe('a chunk passed on while it arrives', () => {
     partial.append(bytes.subarray(3, 9))
     await waiting
     expect(partial.servable).toBe(8)
-    expect(partial.filled).toBe(false)
     partial.append(bytes.subarray(9))
     await partial.beyond(8)
     expect(partial.servable).toBe(10)
-    expect(partial.filled).toBe(true)
     expect(partial.data.equals(bytes)).toBe(true)
     await expect(partial.beyond(10)).resolves.toBeUndefined()
   })
@@ -59,7 +57,6 @@ describe('a chunk passed on while it arrives', () => {
     await expect(reader).rejects.toThrow(/piece 1 of the chunk does not match/)
     expect(partial.servable).toBe(4)
     partial.append(flipped.subarray(8))
-    expect(partial.filled).toBe(true)
     await expect(partial.beyond(4)).rejects.toThrow(/does not match/)
     expect(partial.servable).toBe(4)
     expect(bad).toHaveLength(1)
@@ -90,14 +87,15 @@ describe('a chunk passed on while it arrives', () => {
     expect(reg.size).toBe(0)
   })
 
-  it('keeps the piece hashes of the latest chunks, within its bound', () => {
+  it('keeps the piece hashes of the latest chunks, within its bound, for the digest they hash to', () => {
     const cache = new PieceHashCache(2)
     const h = [randomBytes(32)]
-    cache.add('a', h)
-    cache.add('b', h)
-    cache.add('a', h)
-    cache.add('c', h)
-    cache.add('d', [])
-    expect([cache.get('a'), cache.get('b'), cache.get('c'), cache.get('d')].map((x) => x !== undefined)).toEqual([true, false, true, false])
+    cache.add('a', 'd', h)
+    cache.add('b', 'd', h)
+    cache.add('a', 'd', h)
+    cache.add('c', 'd', h)
+    cache.add('e', 'd', [])
+    expect([cache.get('a', 'd'), cache.get('b', 'd'), cache.get('c', 'd'), cache.get('e', 'd')].map((x) => x !== undefined)).toEqual([true, false, true, false])
+    expect(cache.get('a', 'another digest')).toBeUndefined()
   })
 })

@@ -14,17 +14,17 @@ export class PartialChunk {
   readonly data: Buffer
   /** Bytes copied in so far. */
   private written = 0
-  /** Checked bytes from the start: what readers may send. */
-  servable = 0
-  failure: Error | undefined
+  private checked = 0
+  private failed: Error | undefined
   private waiters: Array<() => void> = []
 
   /**
-   * `pieceHashes` are passed on in replies to this host's pullers (so they may cut through too);
-   * `onBadPiece` hears of a piece that did not match, once.
+   * `pieceHashes` (which hash to `piecesDigest`, the manifest's) are passed on in replies to this
+   * host's pullers, so they may cut through too; `onBadPiece` hears of a piece that did not match,
+   * once.
    */
   constructor (size: number, readonly pieceBytes: number, private readonly check: PieceCheck,
-    readonly pieceHashes: readonly Uint8Array[] = [], private readonly onBadPiece?: (err: Error) => void) {
+    readonly pieceHashes: readonly Uint8Array[] = [], readonly piecesDigest = '', private readonly onBadPiece?: (err: Error) => void) {
     if (!(size > 0) || !(pieceBytes > 0)) throw new RangeError(`a partial chunk needs a size and piece size > 0, got ${size}, ${pieceBytes}`)
     this.data = Buffer.allocUnsafe(size)
   }
@@ -33,9 +33,13 @@ export class PartialChunk {
     return this.data.length
   }
 
-  /** All bytes are in (checked or not): the whole chunk is then checked by its receiver. */
-  get filled (): boolean {
-    return this.written === this.data.length
+  /** Checked bytes from the start: what readers may send. */
+  get servable (): number {
+    return this.checked
+  }
+
+  get failure (): Error | undefined {
+    return this.failed
   }
 
   /** Copies the next bytes in and wakes the readers waiting for them. */
@@ -47,8 +51,8 @@ export class PartialChunk {
   }
 
   fail (err: Error): void {
-    if (this.failure !== undefined) return
-    this.failure = err
+    if (this.failed !== undefined) return
+    this.failed = err
     this.wake()
   }
 
@@ -67,17 +71,17 @@ export class PartialChunk {
 
   /** Checks each whole piece written past the servable prefix; a mismatch fails the chunk. */
   private advance (): void {
-    while (this.failure === undefined && this.servable < this.written) {
-      const end = Math.min(this.servable + this.pieceBytes, this.data.length)
+    while (this.failed === undefined && this.checked < this.written) {
+      const end = Math.min(this.checked + this.pieceBytes, this.data.length)
       if (end > this.written) return
-      const k = this.servable / this.pieceBytes
-      if (!this.check(k, this.data.subarray(this.servable, end))) {
+      const k = this.checked / this.pieceBytes
+      if (!this.check(k, this.data.subarray(this.checked, end))) {
         const err = new Error(`piece ${k} of the chunk does not match its hash`)
         this.fail(err)
         this.onBadPiece?.(err)
         return
       }
-      this.servable = end
+      this.checked = end
     }
   }
 
@@ -123,21 +127,23 @@ export class PartialChunks {
  * after the chunk is whole so this host's replies can give them too. Bounded: oldest out first.
  */
 export class PieceHashCache {
-  private readonly byHash = new Map<string, readonly Uint8Array[]>()
+  private readonly byHash = new Map<string, { digest: string, hashes: readonly Uint8Array[] }>()
 
   constructor (readonly maxEntries: number) {}
 
-  add (hash: string, hashes: readonly Uint8Array[]): void {
+  add (hash: string, digest: string, hashes: readonly Uint8Array[]): void {
     if (hashes.length === 0) return
     this.byHash.delete(hash)
-    this.byHash.set(hash, hashes)
+    this.byHash.set(hash, { digest, hashes })
     if (this.byHash.size > this.maxEntries) {
       const oldest = this.byHash.keys().next().value
       if (oldest !== undefined) this.byHash.delete(oldest)
     }
   }
 
-  get (hash: string): readonly Uint8Array[] | undefined {
-    return this.byHash.get(hash)
+  /** The piece hashes of a chunk, if they hash to `digest` (the pieces digest the asker's manifest gives). */
+  get (hash: string, digest: string): readonly Uint8Array[] | undefined {
+    const e = this.byHash.get(hash)
+    return e?.digest === digest ? e.hashes : undefined
   }
 }
