@@ -453,14 +453,15 @@ export class ChunkPull {
       ctx.counters.inc('swarm.rejected.piece_hashes')
       return whole()
     }
-    const a: Arrival = { index, chunk: undefined as unknown as PartialChunk, early: false, served: true, abandoned: false }
-    a.chunk = new PartialChunk(size, PIECE_SIZE, (k, bytes) => sha256Bytes(bytes).equals(pieceHashes[k] as Uint8Array), pieceHashes, chunk.pieces, () => {
+    let a: Arrival | undefined
+    const partial = new PartialChunk(size, PIECE_SIZE, (k, bytes) => sha256Bytes(bytes).equals(pieceHashes[k] as Uint8Array), pieceHashes, chunk.pieces, () => {
       // A piece that does not match the hashes its sender gave: none of it goes on; the whole
       // chunk is still checked by its hash when it is in.
       ctx.counters.inc('swarm.rejected.corrupt_piece')
-      this.unserve(a)
+      if (a !== undefined) this.unserve(a)
     })
-    if (!ctx.partials.begin(chunk.hash, a.chunk)) return whole()
+    if (!ctx.partials.begin(chunk.hash, partial)) return whole()
+    a = { index, chunk: partial, early: false, served: true, abandoned: false }
     ctx.hub.emit('receiving', info.id, index)
     return a
   }
