@@ -6,7 +6,7 @@ import { basename, isAbsolute } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { MemberEntry } from '@vmesh/mesh'
 import {
-  createManifest, importLayer, isComplete, manifestBytes, manifestStoredBytes, materializeLayer, missingBytes, formatBytes,
+  createManifest, importLayer, isComplete, isValidChunkSize, manifestBytes, manifestStoredBytes, materializeLayer, missingBytes, formatBytes,
   ImageCatalogue, ManifestNotFoundError, QuotaExceededError, storeConfig, type Manifest
 } from '@vmesh/store'
 import { SwarmService, type HostProgress, type PushResult, type PushTarget, type RateLimits, type SwarmConfig } from '@vmesh/swarm'
@@ -86,10 +86,6 @@ export function parseRate (text: string | undefined, what = 'rate'): number {
   return bits === undefined ? n : n * bits / 8
 }
 
-function validChunkSize (n: number): boolean {
-  return Number.isSafeInteger(n) && n >= storeConfig.MIN_CHUNK_SIZE && n <= storeConfig.MAX_CHUNK_SIZE && (n & (n - 1)) === 0
-}
-
 export function imageHandlers (agent: Agent): Record<'imageAdd' | 'imageList' | 'imagePush' | 'imageExport', ControlHandler> {
   return {
     imageAdd: async (ctx) => {
@@ -101,7 +97,7 @@ export function imageHandlers (agent: Agent): Record<'imageAdd' | 'imageList' | 
       const name = req?.name != null && req.name !== '' ? req.name : defaultImageName(path)
       if (!ImageCatalogue.validName(name)) throw new ControlError('BAD_REQUEST', `image name "${name}" is not allowed: use letters, digits and . _ : @ + -, starting with a letter or digit; pass --name`)
       const chunkSize = req?.chunkSize != null && req.chunkSize !== 0 ? req.chunkSize : storeConfig.DEFAULT_CHUNK_SIZE
-      if (!validChunkSize(chunkSize)) throw new ControlError('BAD_REQUEST', `chunk size ${chunkSize} must be a power of two from ${storeConfig.MIN_CHUNK_SIZE} to ${storeConfig.MAX_CHUNK_SIZE} bytes`)
+      if (!isValidChunkSize(chunkSize)) throw new ControlError('BAD_REQUEST', `chunk size ${chunkSize} must be a power of two from ${storeConfig.MIN_CHUNK_SIZE} to ${storeConfig.MAX_CHUNK_SIZE} bytes`)
       const format = await detectFormat(path)
       const hold = agent.store.hold()
       let id: string

@@ -15,7 +15,7 @@ export { gc } from './gc.js'
 export type { GcResult } from './gc.js'
 export {
   createManifest, decodeManifest, encodeManifest, manifestId, validateManifest, computeLayerHash,
-  chunkCount, chunkLength, LAYER_KINDS
+  chunkCount, chunkLength, isValidChunkSize, LAYER_KINDS
 } from './manifest.js'
 export type { Layer, LayerKind, Manifest } from './manifest.js'
 export { manifestBytes, manifestStoredBytes, manifestChunks, missingChunks, missingBytes, isComplete } from './manifest-stats.js'

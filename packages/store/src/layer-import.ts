@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto'
 import type { ChunkHold, ChunkStore } from './chunk-store.js'
 import { isAllZero, type Hash } from './hash.js'
 import { chunkPiecesDigest, hasPieces } from './pieces.js'
-import { chunkCount, chunkLength, LayerHasher, type Layer, type LayerKind } from './manifest.js'
+import { chunkCount, chunkLength, isValidChunkSize, LayerHasher, type Layer, type LayerKind } from './manifest.js'
 import { DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_LAYER_BYTES, MIN_CHUNK_SIZE } from './config.js'
 import { QuotaExceededError } from './quota.js'
 
@@ -37,7 +37,7 @@ export interface ImportOptions {
 
 export async function importLayer (store: ChunkStore, path: string, kind: LayerKind, opts: ImportOptions = {}): Promise<Layer> {
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE
-  if (chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE || (chunkSize & (chunkSize - 1)) !== 0) {
+  if (!isValidChunkSize(chunkSize)) {
     throw new RangeError(`chunk size ${chunkSize} must be a power of two from ${MIN_CHUNK_SIZE} to ${MAX_CHUNK_SIZE}`)
   }
   const hold = opts.hold ?? store.hold()

@@ -13,8 +13,10 @@ export function manifestChunks (manifest: Manifest): ChunkInfo[] {
     layer.chunks.forEach((h, i) => {
       if (h === null || seen.has(h)) return
       seen.add(h)
+      const info: ChunkInfo = { hash: h, size: chunkLength(layer.size, layer.chunkSize, i) }
       const pieces = layer.pieces?.[i]
-      out.push(pieces == null ? { hash: h, size: chunkLength(layer.size, layer.chunkSize, i) } : { hash: h, size: chunkLength(layer.size, layer.chunkSize, i), pieces })
+      if (pieces != null) info.pieces = pieces
+      out.push(info)
     })
   }
   return out

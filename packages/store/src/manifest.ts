@@ -108,8 +108,9 @@ function checkName (name: unknown, what: string): void {
   if (name.length > MAX_NAME_LENGTH) fail(`${what} has ${name.length} characters, at most ${MAX_NAME_LENGTH} allowed`)
 }
 
-function isPowerOfTwo (n: number): boolean {
-  return Number.isSafeInteger(n) && n > 0 && (n & (n - 1)) === 0
+/** Whether a manifest may declare this chunk size: a power of two in MIN_CHUNK_SIZE..MAX_CHUNK_SIZE. */
+export function isValidChunkSize (n: number): boolean {
+  return Number.isSafeInteger(n) && n >= MIN_CHUNK_SIZE && n <= MAX_CHUNK_SIZE && (n & (n - 1)) === 0
 }
 
 /** Throws ManifestError unless the manifest keeps every rule and bound of format version 1. */
@@ -117,7 +118,7 @@ export function validateManifest (m: Manifest): void {
   if (m.version !== MANIFEST_VERSION) fail(`version ${m.version} is not supported (this build reads version ${MANIFEST_VERSION})`)
   checkName(m.name, 'name')
   if (!Number.isSafeInteger(m.createdAtMs) || m.createdAtMs < 0) fail(`createdAtMs ${m.createdAtMs} is not a time`)
-  if (!isPowerOfTwo(m.chunkSize) || m.chunkSize < MIN_CHUNK_SIZE || m.chunkSize > MAX_CHUNK_SIZE) {
+  if (!isValidChunkSize(m.chunkSize)) {
     fail(`chunk size ${m.chunkSize} must be a power of two from ${MIN_CHUNK_SIZE} to ${MAX_CHUNK_SIZE}`)
   }
   if (!Array.isArray(m.layers) || m.layers.length === 0 || m.layers.length > MAX_LAYERS) {
@@ -186,7 +187,7 @@ export function decodeManifest (bytes: Uint8Array): Manifest {
     fail(`does not decode (${(err as Error).message})`)
   }
   const chunkSize = msg.chunkSize
-  if (!isPowerOfTwo(chunkSize) || chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE) {
+  if (!isValidChunkSize(chunkSize)) {
     fail(`chunk size ${chunkSize} must be a power of two from ${MIN_CHUNK_SIZE} to ${MAX_CHUNK_SIZE}`)
   }
   if (msg.layers.length > MAX_LAYERS) fail(`has ${msg.layers.length} layers, at most ${MAX_LAYERS} allowed`)

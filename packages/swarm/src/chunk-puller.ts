@@ -59,6 +59,11 @@ interface Arrival {
   abandoned: boolean
 }
 
+/** An arrival that is only gathered, whole, for its receiver to check (nothing passes it on). */
+function wholeArrival (index: number, size: number, early: boolean): Arrival {
+  return { index, chunk: new PartialChunk(size, size, () => true), early, served: false, abandoned: false }
+}
+
 class Link {
   state: 'idle' | 'opening' | 'open' | 'down' = 'idle'
   have: Bitfield
@@ -89,8 +94,8 @@ class Link {
 export class ChunkPull {
   /** Chunks held (at start or since). */
   readonly have: Bitfield
-  /** A live push's chunks that arrived before their announce (see readReplies). */
-  private readonly early = new Map<number, { link: Link, data: Buffer }>()
+  /** A live push's chunks that arrived before their announce (see readReplies below). */
+  private readonly early = new Map<number, { link: Link, arrival: Arrival }>()
   bytesDone = 0
   bytesFetched = 0
   bytesTotal: number
@@ -187,7 +192,7 @@ export class ChunkPull {
     for (const [index, e] of this.early) {
       if (index >= this.info.chunks.length) continue
       this.early.delete(index)
-      void this.take(e.link, index, e.data)
+      void this.take(e.link, e.arrival)
     }
     if (this.started && !this.checkDone()) this.schedule()
   }
@@ -391,10 +396,10 @@ export class ChunkPull {
           if (a.early) {
             // A live push: the chunk overtook its name, which comes on the (slower) session
             // stream. Kept, unverified and unused, until announced() can check it.
-            this.early.set(a.index, { link, data: a.chunk.data })
+            this.early.set(a.index, { link, arrival: a })
             continue
           }
-          await this.take(link, a, a.chunk.data)
+          await this.take(link, a)
           continue
         }
         const expected = link.inflight.shift()
@@ -411,7 +416,7 @@ export class ChunkPull {
           if (!r.missing && r.index >= info.chunks.length) {
             if (this.early.size >= this.ctx.config.maxInflight) throw new SwarmProtocolError('bulk_reply', `seed sent ${this.early.size + 1} chunks not announced yet`)
             this.receiving.add(r.index)
-            arrival = { index: r.index, chunk: new PartialChunk(r.size, r.size, () => true), early: true, served: false, abandoned: false }
+            arrival = wholeArrival(r.index, r.size, true)
             link.arriving = true
             continue
           }
@@ -443,7 +448,7 @@ export class ChunkPull {
   private begin (link: Link, index: number, size: number, pieceHashes: Uint8Array[]): Arrival {
     const { ctx, info } = this
     const chunk = info.chunks[index] as ChunkInfo
-    const whole = (): Arrival => ({ index, chunk: new PartialChunk(size, size, () => true), early: false, served: false, abandoned: false })
+    const whole = (): Arrival => wholeArrival(index, size, false)
     const from = link.peer.seed ? 1 : 2
     if (ctx.config.cutThrough < from || pieceHashes.length === 0 || chunk.pieces === undefined || this.have.has(index)) return whole()
     // Already whole here (another pull of it): servers send that copy.
@@ -484,19 +489,17 @@ export class ChunkPull {
   }
 
   /** A chunk's bytes from a link are all in: received(), then fetch on. */
-  private async take (link: Link, a: Arrival | number, data: Buffer): Promise<void> {
-    const index = typeof a === 'number' ? a : a.index
+  private async take (link: Link, a: Arrival): Promise<void> {
+    const { index } = a
     if (this.stats.firstChunkMs < 0) this.stats.firstChunkMs = Date.now() - this.createdAt
     if (link.peer.seed) this.stats.fromSeeds++
     else this.stats.fromRelays++
     try {
-      await this.received(link, index, data)
+      await this.received(link, index, a.chunk.data)
     } finally {
-      if (typeof a !== 'number') {
-        if (!this.have.has(index)) a.chunk.fail(new Error('the chunk did not match its hash'))
-        else if (a.served) this.ctx.pieceHashes.add((this.info.chunks[index] as ChunkInfo).hash, a.chunk.piecesDigest, a.chunk.pieceHashes)
-        this.unserve(a)
-      }
+      if (!this.have.has(index)) a.chunk.fail(new Error('the chunk did not match its hash'))
+      else if (a.served) this.ctx.pieceHashes.add((this.info.chunks[index] as ChunkInfo).hash, a.chunk.piecesDigest, a.chunk.pieceHashes)
+      this.unserve(a)
     }
     if (!this.checkDone()) this.schedule()
   }

@@ -182,7 +182,7 @@ class ChunkLinkServer {
     const chunk = info.chunks[i]
     // Still arriving here, with the piece hashes the puller's manifest gives: pass it on as its
     // pieces check out (a whole copy in memory goes first).
-    if (chunk !== undefined && chunk.pieces !== undefined && !ctx.pending.has(chunk.hash) && ctx.cache.get(chunk.hash) === undefined) {
+    if (chunk !== undefined && chunk.pieces !== undefined && ctx.inMemory(chunk.hash) === undefined) {
       const partial = ctx.partials.get(chunk.hash)
       if (partial !== undefined && partial.size === chunk.size && partial.piecesDigest === chunk.pieces) { await this.sendPartial(bulk, i, partial); return }
     }

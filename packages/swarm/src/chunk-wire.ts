@@ -50,14 +50,6 @@ export class RequestParser {
   }
 }
 
-export interface ChunkReply {
-  index: number
-  missing: boolean
-  /** Answer to a fresh request: the seed has nothing to hand out now. */
-  none: boolean
-  data: Buffer
-}
-
 /** A queue of received pieces that hands out exact byte counts, copying only across pieces. */
 class ByteQueue {
   private pieces: Buffer[] = []
@@ -180,21 +172,4 @@ export async function * readReplyParts (source: AsyncIterable<Buffer>, maxChunkB
     }
   }
   if (remaining > 0 || q.length > 0) throw new SwarmProtocolError('bulk_truncated', 'bulk channel ended in the middle of a chunk reply')
-}
-
-/** Whole replies: readReplyParts with each chunk's bytes put together. */
-export async function * readReplies (source: AsyncIterable<Buffer>, maxChunkBytes: number): AsyncGenerator<ChunkReply> {
-  let header: { index: number, parts: Buffer[] } | undefined
-  for await (const p of readReplyParts(source, maxChunkBytes)) {
-    if (p.kind === 'header') {
-      if (p.size === 0) yield { index: p.index, missing: p.missing, none: p.none, data: Buffer.alloc(0) }
-      else header = { index: p.index, parts: [] }
-      continue
-    }
-    const h = header as { index: number, parts: Buffer[] }
-    h.parts.push(p.data)
-    if (!p.last) continue
-    header = undefined
-    yield { index: h.index, missing: false, none: false, data: h.parts.length === 1 ? h.parts[0] as Buffer : Buffer.concat(h.parts) }
-  }
 }

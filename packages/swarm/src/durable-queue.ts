@@ -30,14 +30,12 @@ export class DurableQueue {
     this.chain = this.chain.then(async () => {
       await this.writer.add(hash, data)
       this.unflushed.push(hash)
-      if (this.unflushed.length >= this.flushEvery) await this.doFlush()
+      // Queued bytes are released only by a flush: flush every flushEvery chunks, or sooner when
+      // the bound comes first (large chunks), else add() below would wait on a chain that has
+      // nothing left to do, forever.
+      if (this.unflushed.length >= this.flushEvery || this.queuedBytes > this.maxBytes) await this.doFlush()
     }).catch((err: Error) => { this.failure ??= err })
-    while (this.queuedBytes > this.maxBytes && this.failure === undefined) {
-      await this.chain
-      // Queued bytes are released only by a flush, and with large chunks the bound can come before
-      // flushEvery chunks do: flush now (waiting on a chain with nothing left to do would spin).
-      if (this.queuedBytes > this.maxBytes && this.failure === undefined) await this.flush()
-    }
+    while (this.queuedBytes > this.maxBytes && this.failure === undefined) await this.chain
     if (this.failure !== undefined) throw this.failure
   }
 

@@ -195,9 +195,14 @@ export class SwarmContext {
     this.counters.inc('swarm.served_bytes', bytes)
   }
 
+  /** Verified bytes of a chunk held in memory (on their way to disk, or cached), if any. */
+  inMemory (hash: string): Uint8Array | undefined {
+    return this.pending.get(hash) ?? this.cache.get(hash)
+  }
+
   /** Verified bytes of a chunk: from the cache, else read and re-hashed from the store. */
   async readChunk (hash: string): Promise<Uint8Array | undefined> {
-    const cached = this.pending.get(hash) ?? this.cache.get(hash)
+    const cached = this.inMemory(hash)
     if (cached !== undefined) return cached
     if (!this.store.has(hash)) return undefined
     try {

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest'
 import { randomBytes } from 'node:crypto'
 import { encodeFrame, pb } from '@vmesh/wire'
-import { encodeReplyHeader, encodeRequest, readReplies, readReplyParts, RequestParser } from './chunk-wire.js'
+import { encodeReplyHeader, encodeRequest, readReplyParts, RequestParser } from './chunk-wire.js'
 import {
   checkIndices, checkProgress, checkStart, decodeHave, decodeLinkFrame, decodeSessionFrame, SwarmProtocolError, swarmLimits, SWARM_VERSION
 } from './swarm-protocol.js'
@@ -13,9 +13,13 @@ async function * pieces (bufs: Uint8Array[]): AsyncGenerator<Buffer> {
   for (const b of bufs) yield Buffer.from(b)
 }
 
+/** Whole replies, each chunk's parts put together. */
 async function collect (bufs: Uint8Array[], max = 1024): Promise<Array<{ index: number, missing: boolean, none: boolean, data: string }>> {
-  const out = []
-  for await (const r of readReplies(pieces(bufs), max)) out.push({ index: r.index, missing: r.missing, none: r.none, data: r.data.toString('hex') })
+  const out: Array<{ index: number, missing: boolean, none: boolean, data: string }> = []
+  for await (const p of readReplyParts(pieces(bufs), max)) {
+    if (p.kind === 'header') out.push({ index: p.index, missing: p.missing, none: p.none, data: '' })
+    else (out[out.length - 1] as { data: string }).data += p.data.toString('hex')
+  }
   return out
 }
 
