@@ -20,6 +20,7 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { streamChannel, type MessageChannel } from '@vmesh/wire'
 import { PIECE_SIZE, piecesDigest, sha256, sha256Bytes, type ChunkHold, type ChunkInfo } from '@vmesh/store'
 import { DurableQueue } from './durable-queue.js'
+import { HaveBatch } from './have-batch.js'
 import { Bitfield } from './bitfield.js'
 import { acceptBulkOffer } from './bulk-offer.js'
 import type { BulkChannel } from './bulk-channel.js'
@@ -69,8 +70,8 @@ class Link {
   have: Bitfield
   /** Indices requested and not yet answered, in request order (the server answers in order). */
   inflight: number[] = []
-  /** Seeds: have-updates to send, and when to ask for fresh chunks again after a "none". */
-  pendingHave: number[] = []
+  /** Seeds: our have-updates for them (batched: the hand-out needs them soon, not at once), and when to ask for fresh chunks again after a "none". */
+  haves: HaveBatch | undefined
   freshAfter = 0
   /** When the last reply or part of one arrived (or the first request went out after a quiet spell). */
   lastReplyAt = 0
@@ -312,7 +313,8 @@ export class ChunkPull {
       link.state = 'open'
       if (link.primary && this.stats.seedLinkMs < 0) this.stats.seedLinkMs = Date.now() - this.createdAt
       link.failures = 0
-      link.pendingHave = []
+      link.haves?.stop()
+      if (link.peer.seed) link.haves = new HaveBatch(async (indices) => await ch.send(encodeLink({ have: { indices } })), ctx.config.haveBatchMs, swarmLimits.maxHaveUpdate)
       link.freshAfter = 0
       void this.readHaves(link, ch)
       void this.readReplies(link, link.bulk)
@@ -334,6 +336,8 @@ export class ChunkPull {
     link.bulk = undefined
     link.ch?.abort(err)
     link.ch = undefined
+    link.haves?.stop()
+    link.haves = undefined
     if (err instanceof SwarmProtocolError) this.ctx.counters.inc(`swarm.rejected.pull.${err.reason}`)
     if (this.finished) return
     link.failures++
@@ -350,6 +354,8 @@ export class ChunkPull {
     link.state = 'idle'
     link.bulk = undefined
     link.ch = undefined
+    link.haves?.stop()
+    link.haves = undefined
     if (bulk !== undefined) {
       if (graceful) await bulk.end().catch(() => bulk.destroy())
       else bulk.destroy()
@@ -467,7 +473,7 @@ export class ChunkPull {
     })
     if (!ctx.partials.begin(chunk.hash, partial)) return whole()
     a = { index, chunk: partial, early: false, served: true, abandoned: false }
-    ctx.hub.emit('receiving', info.id, index)
+    ctx.hub.emit('receiving', info.id, index, link.peer.seed)
     return a
   }
 
@@ -540,7 +546,7 @@ export class ChunkPull {
       // A live push's chunks have no manifest to name until it is sealed (see sealLivePull).
       if (info.sealed) this.onChunk?.(info.manifestId, chunk.hash, data)
       this.lastProgressAt = Date.now()
-      ctx.hub.emit('gained', info.id, index)
+      ctx.hub.emit('gained', info.id, index, link.peer.seed)
       this.tellSeeds(index)
     } catch (err) {
       this.stop(err as Error)
@@ -554,16 +560,7 @@ export class ChunkPull {
   private tellSeeds (index: number): void {
     for (const l of this.links) {
       if (!l.peer.seed || l.state !== 'open') continue
-      l.pendingHave.push(index)
-      if (l.pendingHave.length > 1) continue
-      setImmediate(() => {
-        const ch = l.ch
-        const indices = l.pendingHave.splice(0, l.pendingHave.length)
-        if (ch === undefined || indices.length === 0) return
-        for (let at = 0; at < indices.length; at += swarmLimits.maxHaveUpdate) {
-          ch.send(encodeLink({ have: { indices: indices.slice(at, at + swarmLimits.maxHaveUpdate) } })).catch(() => {})
-        }
-      })
+      l.haves?.add(index, false)
     }
   }
 

@@ -8,6 +8,7 @@ import { streamChannel, type MessageChannel } from '@vmesh/wire'
 import { isHash, pieceHashes } from '@vmesh/store'
 import { Bitfield } from './bitfield.js'
 import { createBulkOffer } from './bulk-offer.js'
+import { HaveBatch } from './have-batch.js'
 import type { BulkChannel } from './bulk-channel.js'
 import { encodeReplyHeader, RequestParser } from './chunk-wire.js'
 import { checkIndices, decodeHave, decodeLinkFrame, encodeLink, errorReason, SWARM_VERSION, SwarmProtocolError, swarmLimits } from './swarm-protocol.js'
@@ -67,17 +68,12 @@ function rejectLink (ctx: SwarmContext, ch: MessageChannel, err: unknown, remote
 class ChunkLinkServer {
   /** What the puller knows we have: announced at open or by HaveUpdate since. */
   private readonly announced: Bitfield
-  private pendingHave: number[] = []
-  private flushQueued = false
+  private readonly haves: HaveBatch
   private closed = false
-  private readonly onGained = (id: string, index: number): void => {
+  private readonly onGained = (id: string, index: number, first: boolean): void => {
     if (id !== this.info.id || this.closed || this.announced.has(index)) return
     this.announced.set(index)
-    this.pendingHave.push(index)
-    if (!this.flushQueued) {
-      this.flushQueued = true
-      setImmediate(() => { void this.flushHave() })
-    }
+    this.haves.add(index, first)
   }
 
   private readonly handout: SeedHandout
@@ -92,6 +88,7 @@ class ChunkLinkServer {
     pullerHave: Bitfield
   ) {
     this.announced = new Bitfield(info.capacity)
+    this.haves = new HaveBatch(async (indices) => await this.ch.send(encodeLink({ have: { indices } })), ctx.config.haveBatchMs, swarmLimits.maxHaveUpdate, () => { this.closed = true })
     const h = ctx.handout(info, sessionId)
     this.handout = h.handout
     this.releaseHandout = h.release
@@ -128,6 +125,7 @@ class ChunkLinkServer {
       else if (!this.closed) rejectLink(ctx, this.ch, err, this.remote)
     } finally {
       this.closed = true
+      this.haves.stop()
       this.releaseHandout()
       ctx.hub.off('gained', this.onGained)
       ctx.hub.off('receiving', this.onGained)
@@ -142,18 +140,6 @@ class ChunkLinkServer {
       const f = decodeLinkFrame(frame)
       if (f.body !== 'have' || f.have == null) throw new SwarmProtocolError('link_frame', `unexpected ${f.body ?? 'empty'} frame from a puller`)
       this.handout.gained(this.remote, checkIndices(f.have.indices ?? [], this.info.capacity, swarmLimits.maxHaveUpdate, 'have update'))
-    }
-  }
-
-  private async flushHave (): Promise<void> {
-    this.flushQueued = false
-    while (this.pendingHave.length > 0 && !this.closed) {
-      const indices = this.pendingHave.splice(0, swarmLimits.maxHaveUpdate)
-      try {
-        await this.ch.send(encodeLink({ have: { indices } }))
-      } catch {
-        this.closed = true
-      }
     }
   }
 

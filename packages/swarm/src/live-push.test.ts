@@ -152,7 +152,7 @@ describe('live push from a source that uploads slowly', () => {
     for (let i = 2; i < 4; i++) {
       src.swarm.context.pending.set(hashes[i]!, memory.subarray(i * CS, (i + 1) * CS))
       announceChunks(info, i, [{ hash: hashes[i]!, size: CS }])
-      src.swarm.context.hub.emit('gained', info.id, i)
+      src.swarm.context.hub.emit('gained', info.id, i, true)
     }
     await new Promise((resolve) => setTimeout(resolve, 1500))
     live.announce([]) // now the names go out

@@ -110,7 +110,8 @@ export function markSealed (info: ManifestInfo, manifestId: string, encoded: Uin
 
 export class SwarmContext {
   /** A chunk of a manifest arrived verified (gained), or began arriving to be passed on while it does (receiving). */
-  readonly hub = new EventEmitter<{ gained: [string, number], receiving: [string, number] }>()
+  /** (manifest id, chunk index, first: this host got the chunk from a seed, or is one) */
+  readonly hub = new EventEmitter<{ gained: [string, number, boolean], receiving: [string, number, boolean] }>()
   /** Chunks arriving now that servers may pass on as their pieces verify (cut-through). */
   readonly partials = new PartialChunks()
   /** Piece hashes of chunks received with them: given in replies, so pullers may cut through too. */

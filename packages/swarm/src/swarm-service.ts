@@ -433,7 +433,7 @@ export class SwarmService {
         }
         for (let i = from; i < info.chunks.length; i++) {
           if (announceOpts.first === true) info.first.push(i)
-          ctx.hub.emit('gained', info.id, i)
+          ctx.hub.emit('gained', info.id, i, true)
         }
         feed.wake()
       },
