@@ -290,7 +290,8 @@ export class ChunkPull {
     link.state = 'opening'
     const { ctx, info } = this
     try {
-      if (link.peer.addrs.length > 0) await ctx.node.peerStore.merge(link.peer.peerId, { multiaddrs: link.peer.addrs }).catch(() => {})
+      // The addresses are for dialling a peer not yet connected; a peer-store write per link costs (64 at N=8).
+      if (link.peer.addrs.length > 0 && ctx.node.getConnections(link.peer.peerId).length === 0) await ctx.node.peerStore.merge(link.peer.peerId, { multiaddrs: link.peer.addrs }).catch(() => {})
       const opening = openTimeout(LINK_TIMEOUT_MS)
       link.opening = opening
       const conn: Connection = await ctx.node.dial(link.peer.peerId, { signal: opening.signal })

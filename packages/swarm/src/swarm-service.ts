@@ -6,7 +6,7 @@ import type { Libp2p, PeerId, Stream, Connection } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { streamChannel, type MessageChannel } from '@vmesh/wire'
 import { peerIdFromBytes, peerIdToBytes } from '@vmesh/mesh'
-import { decodeManifest, isComplete, missingBytes, type ChunkStore, type Manifest, type ManifestStore } from '@vmesh/store'
+import { decodeManifest, isComplete, missingBytes, sha256, type ChunkStore, type Manifest, type ManifestStore } from '@vmesh/store'
 import { Bitfield } from './bitfield.js'
 import { BulkListener } from './bulk-listener.js'
 import { ChunkPull, type PullPeer } from './chunk-puller.js'
@@ -214,27 +214,37 @@ export class SwarmService {
 
   /**
    * A target's pull of a manifest: a new one, or the one a re-attaching coordinator left going
-   * (same session id and manifest). The manifest is saved before any chunk arrives, so gc keeps
-   * what the transfer fetches.
+   * (same session id and manifest). Its seed links open while the manifest is written and the
+   * agent prepares (the seeds hold the manifest already); the manifest is saved before any chunk
+   * is asked for (start() comes after ready), so gc keeps what the transfer fetches.
    */
   private async startPull (sid: string, sessionBytes: Uint8Array, encoded: Uint8Array, peers: PullPeer[], coordinator: string): Promise<PullEntry> {
     const ctx = this.context
-    let id: string
+    const invalid = (err: unknown): SwarmProtocolError => new SwarmProtocolError('manifest', `start carries an invalid manifest: ${(err as Error).message}`)
+    let info: ManifestInfo
     try {
-      id = await ctx.manifests.saveEncoded(encoded)
+      info = manifestInfo(sha256(encoded), encoded)
     } catch (err) {
-      throw new SwarmProtocolError('manifest', `start carries an invalid manifest: ${(err as Error).message}`)
+      throw invalid(err)
     }
-    const info = manifestInfo(id, encoded)
-    ctx.remember(info)
+    const { id } = info
     const known = this.pulls.get(sid)
     if (known !== undefined && known.info.id === id && !known.pull.settled) {
       clearTimeout(known.orphanTimer)
       ctx.log.info(`swarm ${id.slice(0, 12)}: the coordinator re-attached to the session; ${formatMiB(known.pull.bytesTotal - known.pull.bytesDone)} left`)
       return known
     }
+    const pull = new ChunkPull(ctx, info, peers, sessionBytes, this.opts.onChunk)
+    pull.openSeedLinks()
+    try {
+      await ctx.manifests.saveEncoded(encoded, id)
+    } catch (err) {
+      pull.stop(err as Error)
+      throw invalid(err)
+    }
+    ctx.remember(info)
     await this.opts.onTargetStart?.(id).catch((err: Error) => { ctx.log.warn(`swarm ${id.slice(0, 12)}: preparing for the transfer failed: ${err.message}`) })
-    const entry = this.addPull(sid, new ChunkPull(ctx, info, peers, sessionBytes, this.opts.onChunk), ctx.servedBytes.get(id) ?? 0)
+    const entry = this.addPull(sid, pull, ctx.servedBytes.get(id) ?? 0)
     ctx.log.info(`swarm ${id.slice(0, 12)}: target of a push from ${coordinator.slice(-8)}: ${formatMiB(entry.pull.bytesTotal - entry.pull.bytesDone)} to fetch from ${peers.length - 1} peer(s)`)
     return entry
   }
