@@ -314,7 +314,7 @@ export class ChunkPull {
       link.state = 'open'
       if (link.primary && this.stats.seedLinkMs < 0) this.stats.seedLinkMs = Date.now() - this.createdAt
       link.failures = 0
-      link.haves?.stop()
+      // (linkDown and closeLink stopped any earlier batch)
       if (link.peer.seed) link.haves = new HaveBatch(async (indices) => await ch.send(encodeLink({ have: { indices } })), ctx.config.haveBatchMs, swarmLimits.maxHaveUpdate)
       link.freshAfter = 0
       void this.readHaves(link, ch)
