@@ -6,8 +6,9 @@
 //     take more; we tell seeds what we gain so they know what the swarm holds;
 //   - safety net: with nothing in flight and no progress for stallFallbackMs, any missing chunk
 //     may be asked of a seed by index;
-//   - once the seed has handed out everything, chunks waiting at a relay that has not answered
-//     for RELAY_STALL_MS may be asked of the seed too, within SwarmConfig.stalledRelayFraction.
+//   - once the seed has handed out everything, a chunk asked of a relay that has not begun to
+//     send it for SwarmConfig.relayWaitMs may be asked of the seed too, within
+//     SwarmConfig.stalledRelayFraction.
 // Seed links open as soon as the pull exists (openSeedLinks), overlapping the ready/plan round
 // trip; the rest open at start(), once every target holds the manifest, and nothing is requested
 // before it. Requests are pipelined (perLinkInflight per link, spread breadth-first over the
@@ -45,8 +46,6 @@ const FRESH = -1
 const FRESH_RETRY_MS = 300
 /** A link with requests outstanding and no reply for this long is taken for dead and re-opened. */
 const LINK_SILENCE_MS = 15_000
-/** A relay link with requests outstanding and no reply for this long is taken for stalled (see fill). */
-const RELAY_STALL_MS = 1000
 
 /** A chunk whose reply is arriving on a link. */
 interface Arrival {
@@ -135,6 +134,10 @@ export class ChunkPull {
   private stallBudget: number
   /** Chunks already asked of the seed that way (never twice). */
   private readonly askedPastStall = new Set<number>()
+  /** When each chunk was last asked of a relay (read only for requests still waiting there). */
+  private readonly askedAt = new Map<number, number>()
+  /** Wakes fill() when the oldest request waiting at a relay passes relayWaitMs. */
+  private pastStallTimer: NodeJS.Timeout | undefined
 
   constructor (private readonly ctx: SwarmContext, readonly info: ManifestInfo, peers: PullPeer[], private readonly sessionId: Uint8Array,
     private readonly onChunk?: (manifestId: string, hash: string, data: Uint8Array) => void) {
@@ -604,11 +607,11 @@ export class ChunkPull {
       const batch = batches.get(link) ?? []
       let fresh = 0
       if (link.primary && !stalled) {
-        // The seed is idle and a relay has not answered for a while: ask the seed for what waits
-        // there (whichever copy arrives second is dropped unused).
+        // The seed is idle and a chunk has waited at a relay for a while: ask the seed for it
+        // (whichever copy arrives second is dropped unused).
         while (link.exhausted && this.stallBudget > 0 && link.inflight.length + batch.length < this.seedInflight) {
           const past = this.pickPastStalledRelay(now)
-          if (past === undefined) break
+          if (past === undefined) { this.wakeForPastStall(now); break }
           this.askedPastStall.add(past)
           batch.push(past)
           this.stallBudget--
@@ -627,6 +630,7 @@ export class ChunkPull {
       }
       if (batch.length === 0 && fresh === 0) continue
       if (link.inflight.length === 0) link.lastReplyAt = now
+      if (!link.peer.seed) for (const i of batch) this.askedAt.set(i, now)
       link.inflight.push(...batch, ...Array<number>(fresh).fill(FRESH))
       const bulk = link.bulk as BulkChannel
       bulk.write(encodeRequest(batch, fresh)).catch((err: Error) => { if (link.bulk === bulk) this.linkDown(link, err) })
@@ -638,14 +642,38 @@ export class ChunkPull {
     }
   }
 
-  /** The oldest request waiting at a relay that has not replied for RELAY_STALL_MS, if any. */
+  /** The longest-waiting request at a relay that has not begun to send it for relayWaitMs, if any. */
   private pickPastStalledRelay (now: number): number | undefined {
-    for (const l of this.links) {
-      if (l.peer.seed || l.state !== 'open' || l.inflight.length === 0 || now - l.lastReplyAt < RELAY_STALL_MS) continue
-      const i = l.inflight.find((k) => k !== FRESH && !this.have.has(k) && !this.receiving.has(k) && !this.askedPastStall.has(k))
-      if (i !== undefined) return i
+    let best: number | undefined
+    let bestAt = now - this.ctx.config.relayWaitMs
+    for (const i of this.waitingAtRelays()) {
+      const at = this.askedAt.get(i) ?? now
+      if (at <= bestAt) { best = i; bestAt = at }
     }
-    return undefined
+    return best
+  }
+
+  /** Requests queued at open relays, not begun, not held, not asked of the seed already. */
+  private * waitingAtRelays (): Generator<number> {
+    for (const l of this.links) {
+      if (l.peer.seed || l.state !== 'open') continue
+      for (const k of l.inflight) if (k !== FRESH && !this.have.has(k) && !this.receiving.has(k) && !this.askedPastStall.has(k)) yield k
+    }
+  }
+
+  /** Nothing has waited long enough yet: look again when the oldest waiting request will have. */
+  private wakeForPastStall (now: number): void {
+    if (this.pastStallTimer !== undefined) return
+    let oldest = Infinity
+    for (const i of this.waitingAtRelays()) oldest = Math.min(oldest, this.askedAt.get(i) ?? now)
+    if (oldest === Infinity) return
+    const t = setTimeout(() => {
+      this.timers.delete(t)
+      this.pastStallTimer = undefined
+      this.schedule()
+    }, Math.max(1, oldest + this.ctx.config.relayWaitMs - now))
+    this.pastStallTimer = t
+    this.timers.add(t)
   }
 
   private pick (link: Link, open: Link[]): number | undefined {

@@ -73,6 +73,16 @@ export interface SwarmConfig {
    */
   stalledRelayFraction: number
   /**
+   * How long a chunk asked of a relay may wait there, not begun, before a target may ask the
+   * idle seed for it too (within stalledRelayFraction). Per request rather than per link, so a
+   * relay that trickles out one chunk while others wait behind it counts as well. Session 12,
+   * N=8, 3 rounds of 3 runs alternating: 1000 median 1.155 (1.141-1.302) egress 1.004-1.066, 300
+   * 1.167 (1.134-1.182) egress ~1.055, 150 1.164 (1.127-1.203) egress ~1.055: shorter waits spend
+   * the whole budget on duplicates that gain no time (the relay's copy still goes out, taking
+   * its upload from the others).
+   */
+  relayWaitMs: number
+  /**
    * Cut-through (partial-chunks.ts): a host passes a chunk on while it arrives, each 256 KiB piece
    * once it checks out against the piece hashes its sender gave (themselves checked against the
    * manifest's pieces digest), instead of once the whole chunk is in. 2: any reception that comes
@@ -107,6 +117,7 @@ export const DEFAULT_SWARM_CONFIG: SwarmConfig = {
   stallFallbackMs: 5000,
   endgameFraction: 0,
   stalledRelayFraction: 0.05,
+  relayWaitMs: 1000,
   cutThrough: 2,
   haveBatchMs: 50
 }
