@@ -240,6 +240,37 @@ describe('swarm push between four agents on loopback', () => {
     expect(junk.stderr).toMatch(/--chunk-size "2GB" must look like 1MiB or 256KiB/)
   })
 
+  it('vmesh image rm drops an image from every host that holds it and frees its chunks; a second rm finds nothing', async () => {
+    const [src, t1] = agents as [TestAgent, TestAgent]
+    const file = join(cluster.root, 'rm.raw')
+    const bytes = 3 * 1024 * 1024 + 5
+    writeFileSync(file, randomBytes(bytes))
+    const add = await vmesh(src.dataDir, 'image', 'add', file, '--name', 'rm-img')
+    expect(add.code).toBe(0)
+    const id = add.stdout.trim()
+    expect((await vmesh(src.dataDir, 'image', 'push', 'rm-img', '--hosts', 's1')).code).toBe(0)
+
+    const rm = await vmesh(src.dataDir, 'image', 'rm', 'rm-img', '--json')
+    expect(rm.code).toBe(0)
+    const report = JSON.parse(rm.stdout) as { id: string, name: string, hosts: Array<{ host: string, held: boolean, manifestRemoved: boolean, freedBytes: number, error: string }> }
+    expect(report).toMatchObject({ id, name: 'rm-img' })
+    const byHost = new Map(report.hosts.map((h) => [h.host, h]))
+    for (const host of ['s0', 's1']) {
+      expect(byHost.get(host)).toMatchObject({ held: true, manifestRemoved: true, error: '' })
+      expect(byHost.get(host)?.freedBytes).toBeGreaterThanOrEqual(bytes)
+    }
+    expect(byHost.get('s2')).toMatchObject({ held: false, manifestRemoved: false })
+
+    const ls = JSON.parse((await vmesh(src.dataDir, 'image', 'ls', '--json')).stdout) as Array<{ name: string }>
+    expect(ls.some((i) => i.name === 'rm-img')).toBe(false)
+    const exp = await vmesh(t1.dataDir, 'image', 'export', id, '--out', join(cluster.root, 'rm-out.raw'))
+    expect(exp.code).not.toBe(0)
+    expect(exp.stderr).toMatch(/no manifest|no image/)
+    const again = await vmesh(src.dataDir, 'image', 'rm', 'rm-img')
+    expect(again.code).not.toBe(0)
+    expect(again.stderr).toMatch(/no image "rm-img"/)
+  })
+
   it('a download cap set on a host (vmesh agent --download-rate) holds its transfer to that rate', async () => {
     const [src] = agents as [TestAgent]
     const capped = await cluster.start('s4', { bootstrap: [await src.address()], extraArgs: ['--download-rate', '40mbit'] }) // 5 MB/s

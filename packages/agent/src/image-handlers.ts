@@ -1,5 +1,6 @@
 // `vmesh image ...` on the agent: add a file to the store as an image, list images and where they
-// are held, push one to other hosts through the swarm (with progress), export it back to a file.
+// are held, push one to other hosts through the swarm (with progress), export it back to a file
+// (and remove it everywhere: image-remove.ts).
 // Also builds the agent's SwarmService and keeps `completeManifests` (advertised) up to date.
 import { open, stat } from 'node:fs/promises'
 import { basename, isAbsolute } from 'node:path'
@@ -13,6 +14,7 @@ import { SwarmService, type HostProgress, type PushResult, type PushTarget, type
 import type { vmesh } from '@vmesh/wire'
 import type { Agent } from './agent.js'
 import { ControlError, type ControlContext, type ControlHandler } from './control-server.js'
+import { imageRemoveHandler } from './image-remove.js'
 
 /** Progress replies for one host are sent at most this often (state changes always go out). */
 const PROGRESS_MIN_INTERVAL_MS = 200
@@ -86,8 +88,10 @@ export function parseRate (text: string | undefined, what = 'rate'): number {
   return bits === undefined ? n : n * bits / 8
 }
 
-export function imageHandlers (agent: Agent): Record<'imageAdd' | 'imageList' | 'imagePush' | 'imageExport', ControlHandler> {
+export function imageHandlers (agent: Agent): Record<'imageAdd' | 'imageList' | 'imagePush' | 'imageExport' | 'imageRemove', ControlHandler> {
   return {
+    imageRemove: imageRemoveHandler(agent, async (ref) => await resolveImage(agent, ref)),
+
     imageAdd: async (ctx) => {
       const req = ctx.request.imageAdd
       const path = req?.path ?? ''

@@ -1,4 +1,4 @@
-// `vmesh image add|push|ls|export`: VM base images in the cluster's chunk stores. Push draws a
+// `vmesh image add|push|ls|export|rm`: VM base images in the cluster's chunk stores. Push draws a
 // progress bar per host (redrawn in place on a terminal, plain lines otherwise).
 import { parseArgs } from 'node:util'
 import { resolve } from 'node:path'
@@ -13,6 +13,7 @@ export const IMAGE_USAGE = `  vmesh image add FILE [--name NAME]          import
   vmesh image push ID|NAME --hosts all|N|H,.. send it to hosts through the swarm, a progress bar per host
   vmesh image ls [--json]                     images here and which hosts hold each completely
   vmesh image export ID|NAME --out FILE       write it back out, bit-identical
+  vmesh image rm ID|NAME [--json]             remove it from every host (manifest, name, unshared chunks)
       (an agent caps its swarm upload/download with --upload-rate / --download-rate, e.g. 200mbit)
 `
 
@@ -65,6 +66,16 @@ export async function imageCommand (args: string[], out: NodeJS.WriteStream = pr
         const reply = await c.call({ imageExport: { ref, outPath: path } })
         out.write(`wrote ${reply.imageExport?.path ?? path} (${formatBytes(reply.imageExport?.bytes ?? 0)}) from ${(reply.imageExport?.id ?? '').slice(0, 12)}\n`)
         return 0
+      })
+    }
+    case 'rm': {
+      const { values, positionals } = parseArgs({ args: rest, options: { ...targetOptionSpec, json: { type: 'boolean' } }, allowPositionals: true, strict: true })
+      const ref = one(positionals, 'vmesh image rm ID|NAME')
+      return await withImageClient(values, async (c) => {
+        const reply = (await c.call({ imageRemove: { ref } })).imageRemove ?? {}
+        const report = imageRemoveReport(reply)
+        out.write(values.json === true ? JSON.stringify(report.json, null, 2) + '\n' : report.text)
+        return report.ok ? 0 : 1
       })
     }
     default:
@@ -198,6 +209,17 @@ async function listCommand (client: ControlClient, json: boolean): Promise<strin
   const rows = [['NAME', 'ID', 'SIZE', 'STORED', 'HOLDERS'], ...images.map((i) => [i.name, i.id.slice(0, 12), formatBytes(i.sizeBytes), formatBytes(i.storedBytes), `${i.holders.length}: ${i.holders.map((h) => h.name).join(', ')}`])]
   const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length))) ?? []
   return rows.map((r) => r.map((cell, c) => c === r.length - 1 ? cell : cell.padEnd(widths[c] ?? 0)).join('  ')).join('\n')
+}
+
+/** One line per host and a summary; ok when every host that held the image dropped it. */
+export function imageRemoveReport (r: vmesh.v1.IImageRemoveReply): { text: string, ok: boolean, json: unknown } {
+  const hosts = (r.hosts ?? []).map((h) => ({ host: h.host ?? '', held: h.held === true, manifestRemoved: h.manifestRemoved === true, freedBytes: Number(h.freedBytes ?? 0), error: h.error ?? '' }))
+  const held = hosts.filter((h) => h.held)
+  const removed = held.filter((h) => h.manifestRemoved && h.error === '')
+  const lines = hosts.map((h) => `${h.host.padEnd(16)} ${!h.held ? 'did not hold it' : h.manifestRemoved ? `removed, ${formatBytes(h.freedBytes)} freed` : `kept: ${h.error}`}`)
+  const what = `${r.name != null && r.name !== '' ? `${r.name} ` : ''}(${(r.id ?? '').slice(0, 12)})`
+  lines.push(`image ${what} removed from ${removed.length} of ${held.length} host(s) that held it`)
+  return { text: lines.join('\n') + '\n', ok: removed.length === held.length, json: { id: r.id ?? '', name: r.name ?? '', hosts } }
 }
 
 export function formatBytes (n: number): string {

@@ -114,6 +114,8 @@ export class SwarmService {
    * session id within SESSION_REATTACH_MS, and the pull goes on where it was.
    */
   private readonly pulls = new Map<string, PullEntry>()
+  /** Pushes this host coordinates, per manifest id. */
+  private readonly pushing = new Map<string, number>()
 
   constructor (private readonly opts: SwarmServiceOptions) {
     this.config = { ...DEFAULT_SWARM_CONFIG, ...opts.config }
@@ -128,6 +130,11 @@ export class SwarmService {
   get bulkAddress (): { host: string, port: number } {
     if (this.listener === undefined) throw new Error('swarm service not started')
     return this.listener.address
+  }
+
+  /** Whether this host is pushing the manifest right now (it coordinates a push of it). */
+  isPushing (manifestId: string): boolean {
+    return (this.pushing.get(manifestId) ?? 0) > 0
   }
 
   /** Whether this host is receiving the manifest right now (a pull that has not ended). */
@@ -398,7 +405,14 @@ export class SwarmService {
     }
     const sessionId = randomBytes(swarmLimits.sessionIdBytes)
     ctx.log.info(`swarm ${manifestId.slice(0, 12)}: pushing ${formatMiB(info.storedBytes)} to ${unique.length} host(s) from ${seeds.length} seed(s)`)
-    return await this.runPush(info, sessionId, seeds, unique, opts)
+    this.pushing.set(manifestId, (this.pushing.get(manifestId) ?? 0) + 1)
+    try {
+      return await this.runPush(info, sessionId, seeds, unique, opts)
+    } finally {
+      const left = (this.pushing.get(manifestId) ?? 1) - 1
+      if (left > 0) this.pushing.set(manifestId, left)
+      else this.pushing.delete(manifestId)
+    }
   }
 
   /**
