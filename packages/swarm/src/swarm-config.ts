@@ -63,9 +63,9 @@ export interface SwarmConfig {
    */
   endgameFraction: number
   /**
-   * Once the seed has handed out every chunk (its upload idles), a target whose relay has not
-   * answered for a second asks the seed for the chunks waiting there, up to this fraction of the
-   * chunks / targets in all. Costs seed egress: ≤ 1 + this fraction, and only when a relay
+   * Once the seed has handed out every chunk (its upload idles), a target whose chunk has waited
+   * at a relay for relayWaitMs asks the seed for it too, up to this fraction of the chunks /
+   * targets in all. Costs seed egress: ≤ 1 + this fraction, and only when a relay
    * stalls (a relay that stops uploading for a moment otherwise ends the push alone, the other
    * targets waiting on the chunks only it holds). Session 7, bench-transfer 256 8 200mbit
    * --tmpfs, 3 rounds of 3 runs alternating with 0: time ratio median 1.208 (1.188-1.288)
