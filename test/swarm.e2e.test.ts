@@ -269,6 +269,10 @@ describe('swarm push between four agents on loopback', () => {
     const again = await vmesh(src.dataDir, 'image', 'rm', 'rm-img')
     expect(again.code).not.toBe(0)
     expect(again.stderr).toMatch(/no image "rm-img"/)
+    // By full id from a host that never held it: every host is asked, none holds it any more.
+    const byId = await vmesh((agents[3] as TestAgent).dataDir, 'image', 'rm', id)
+    expect(byId.code).not.toBe(0)
+    expect(byId.stderr).toMatch(/no alive host holds image/)
   })
 
   it('a download cap set on a host (vmesh agent --download-rate) holds its transfer to that rate', async () => {

@@ -33,7 +33,8 @@ export function imageRemoveHandler (agent: Agent, resolveImage: (ref: string) =>
       if (!isHash(ref)) throw new ControlError('BAD_REQUEST', 'between hosts, image rm names the full manifest id')
       return { imageRemove: { id: ref, hosts: [await removeImageHere(agent, ref)] } }
     }
-    const id = await resolveImage(ref)
+    // A full id needs no name here: the image may be held only elsewhere.
+    const id = isHash(ref) ? ref : await resolveImage(ref)
     const name = agent.images.list().find((e) => e.id === id)?.name ?? ''
     const results = [await removeImageHere(agent, id)]
     await Promise.all(agent.membership.view.others('alive').map(async (e) => {
@@ -46,6 +47,7 @@ export function imageRemoveHandler (agent: Agent, resolveImage: (ref: string) =>
         results.push({ host, held: true, manifestRemoved: false, freedBytes: 0, error: (err as Error).message.slice(0, MAX_ERROR_CHARS) })
       }
     }))
+    if (results.every((r) => !r.held)) throw new ControlError('NOT_FOUND', `no alive host holds image ${id.slice(0, 12)} (vmesh image ls)`)
     return { imageRemove: { id, name, hosts: results.sort((a, b) => a.host.localeCompare(b.host)) } }
   }
 }
