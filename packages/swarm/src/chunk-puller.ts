@@ -616,6 +616,7 @@ export class ChunkPull {
           batch.push(past)
           this.stallBudget--
           this.stats.pastStall++
+          this.ctx.counters.inc('swarm.past_stalled_relay')
           total++
         }
         // The seed chooses: a chunk no target holds yet (we will relay it), or in the end game
