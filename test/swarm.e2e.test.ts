@@ -10,7 +10,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createMeshNode, parseClusterKey, peerIdToBytes, MESH_TOPICS } from '@vmesh/mesh'
 import { encodeFrame, pb, streamChannel } from '@vmesh/wire'
 import { SESSION_PROTOCOL, CHUNK_PROTOCOL } from '@vmesh/swarm'
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { promisify } from 'node:util'
 import { TestCluster, waitFor, cliBin, type TestAgent } from './helpers/agents.js'
 
@@ -23,6 +23,19 @@ async function vmesh (dataDir: string, ...args: string[]): Promise<{ stdout: str
     const e = err as { stdout?: string, stderr?: string, code?: number }
     return { stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: e.code ?? 1 }
   }
+}
+
+/** Runs `vmesh shell` with these lines on its standard input; resolves with what it printed. */
+async function shellLines (dataDir: string, ...lines: string[]): Promise<string> {
+  const child = spawn(process.execPath, [cliBin, 'shell', '--data-dir', dataDir], { stdio: ['pipe', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { out += d.toString() })
+  child.stdin.end(lines.join('\n') + '\n')
+  const timer = setTimeout(() => child.kill(), 60_000)
+  await new Promise((resolve) => child.on('close', resolve))
+  clearTimeout(timer)
+  return out
 }
 
 const SIZE = 24 * 1024 * 1024 + 12345
@@ -240,7 +253,7 @@ describe('swarm push between four agents on loopback', () => {
     expect(junk.stderr).toMatch(/--chunk-size "2GB" must look like 1MiB or 256KiB/)
   })
 
-  it('vmesh image rm drops an image from every host that holds it and frees its chunks; a second rm finds nothing', async () => {
+  it('the shell lists and pushes images; vmesh image rm drops one from every host that holds it and frees its chunks; a second rm finds nothing', async () => {
     const [src, t1] = agents as [TestAgent, TestAgent]
     const file = join(cluster.root, 'rm.raw')
     const bytes = 3 * 1024 * 1024 + 5
@@ -249,6 +262,12 @@ describe('swarm push between four agents on loopback', () => {
     expect(add.code).toBe(0)
     const id = add.stdout.trim()
     expect((await vmesh(src.dataDir, 'image', 'push', 'rm-img', '--hosts', 's1')).code).toBe(0)
+
+    // The shell lists it and sends it on as the CLI does (commands read from a pipe).
+    const shell = await shellLines(src.dataDir, 'image ls', 'image push rm-img --hosts s2', 'image frob')
+    expect(shell).toMatch(/rm-img\s+[0-9a-f]{12}\s+3\.0 MiB/)
+    expect(shell).toMatch(/1\/1 host\(s\) hold/)
+    expect(shell).toMatch(/error: usage: image ls .*\(not "frob"\)/)
 
     const rm = await vmesh(src.dataDir, 'image', 'rm', 'rm-img', '--json')
     expect(rm.code).toBe(0)
@@ -259,7 +278,8 @@ describe('swarm push between four agents on loopback', () => {
       expect(byHost.get(host)).toMatchObject({ held: true, manifestRemoved: true, error: '' })
       expect(byHost.get(host)?.freedBytes).toBeGreaterThanOrEqual(bytes)
     }
-    expect(byHost.get('s2')).toMatchObject({ held: false, manifestRemoved: false })
+    expect(byHost.get('s2')).toMatchObject({ held: true, manifestRemoved: true, error: '' })
+    expect(byHost.get('s3')).toMatchObject({ held: false, manifestRemoved: false })
 
     const ls = JSON.parse((await vmesh(src.dataDir, 'image', 'ls', '--json')).stdout) as Array<{ name: string }>
     expect(ls.some((i) => i.name === 'rm-img')).toBe(false)

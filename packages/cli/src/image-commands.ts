@@ -72,16 +72,48 @@ export async function imageCommand (args: string[], out: NodeJS.WriteStream = pr
       const { values, positionals } = parseArgs({ args: rest, options: { ...targetOptionSpec, json: { type: 'boolean' } }, allowPositionals: true, strict: true })
       const ref = one(positionals, 'vmesh image rm ID|NAME')
       return await withImageClient(values, async (c) => {
-        const reply = (await c.call({ imageRemove: { ref } })).imageRemove ?? {}
-        const report = imageRemoveReport(reply)
-        out.write(values.json === true ? JSON.stringify(report.json, null, 2) + '\n' : report.text)
-        return report.ok ? 0 : 1
+        const { text, ok } = await removeCommand(c, ref, values.json === true)
+        out.write(text)
+        return ok ? 0 : 1
       })
     }
     default:
       process.stderr.write(`vmesh image: ${sub === undefined ? 'missing subcommand' : `unknown subcommand "${sub}"`}\nUsage:\n${IMAGE_USAGE}`)
       return 2
   }
+}
+
+/** The image subcommands of `vmesh shell`, on its client (files to add or export are the CLI's). */
+export const IMAGE_SHELL_SUBCOMMANDS = ['ls', 'push', 'rm']
+
+export async function imageShellCommand (args: string[], client: ControlClient, out: NodeJS.WriteStream = process.stdout): Promise<string> {
+  const [sub, ...rest] = args
+  const parse = (options: Record<string, { type: 'string' | 'boolean' }>): ReturnType<typeof parseArgs> => parseArgs({ args: rest, options, allowPositionals: true, strict: true })
+  switch (sub) {
+    case 'ls': {
+      const { values, positionals } = parse({ json: { type: 'boolean' } })
+      if (positionals.length > 0) throw new Error(`image ls takes no arguments, got ${positionals.join(' ')}`)
+      return await listCommand(client, values.json === true)
+    }
+    case 'push': {
+      const { values, positionals } = parse({ hosts: { type: 'string' } })
+      const ref = one(positionals, 'image push ID|NAME --hosts all|N|HOST,...')
+      if (typeof values.hosts !== 'string') throw new Error('image push needs --hosts all, --hosts N or --hosts HOST,HOST,...')
+      await pushCommand(client, ref, values.hosts, out)
+      return ''
+    }
+    case 'rm': {
+      const { values, positionals } = parse({ json: { type: 'boolean' } })
+      return (await removeCommand(client, one(positionals, 'image rm ID|NAME'), values.json === true)).text.trimEnd()
+    }
+    default:
+      throw new Error(`usage: image ls [--json] | image push ID|NAME --hosts all|N|HOST,... | image rm ID|NAME [--json]${sub === undefined ? '' : ` (not "${sub}")`}`)
+  }
+}
+
+async function removeCommand (client: ControlClient, ref: string, json: boolean): Promise<{ text: string, ok: boolean }> {
+  const report = imageRemoveReport((await client.call({ imageRemove: { ref } })).imageRemove ?? {})
+  return { text: json ? JSON.stringify(report.json, null, 2) + '\n' : report.text, ok: report.ok }
 }
 
 function one (positionals: string[], usage: string): string {

@@ -11,6 +11,8 @@ describe('shell line handling', () => {
     expect(complete('snapshot l')).toEqual([['ls'], 'l'])
     expect(complete('snapshot ')).toEqual([['ls', 'rm'], ''])
     expect(complete('snapshot rm abc --f')).toEqual([['--force'], '--f'])
+    expect(complete('image ')).toEqual([['ls', 'push', 'rm'], ''])
+    expect(complete('image push web --h')).toEqual([['--hosts'], '--h'])
   })
 
   it('splits words and honours quotes', () => {

@@ -12,6 +12,7 @@ import { memberJson, membersTable, summary } from './format.js'
 import { parseVmArgs, runVmCommand } from './vm-commands.js'
 import { cloneCommand, parseCloneArgs } from './clone-command.js'
 import { isSnapshotSubcommand, parseSnapshotArgs, runSnapshotCommand, SNAPSHOT_SUBCOMMANDS } from './snapshot-commands.js'
+import { IMAGE_SHELL_SUBCOMMANDS, imageShellCommand } from './image-commands.js'
 
 const HISTORY_FILE = join(homedir(), '.vmesh_history')
 const HISTORY_MAX = 1000
@@ -56,6 +57,14 @@ const commands: Record<string, ShellCommand> = {
       s.print((await runSnapshotCommand(sub, parseSnapshotArgs(sub, rest), s.client)).text)
     }
   },
+  image: {
+    usage: 'image ls [--json] | image push ID|NAME --hosts all|N|H,.. | image rm ID|NAME [--json]',
+    help: 'images in the cluster\'s stores: list, send to hosts (a progress bar per host), remove everywhere',
+    run: async (args, s) => {
+      const text = await imageShellCommand(args, s.client)
+      if (text !== '') s.print(text)
+    }
+  },
   destroy: { usage: 'destroy VM | destroy --clones-of VM', help: 'destroy a VM, or every clone of it, wherever they run', run: async (args, s) => { s.print(await runVmCommand('destroy', parseVmArgs('destroy', args), s.client)) } },
   hotplug: { usage: 'hotplug VM [--cpus N] [--mem MiB]', help: 'grow a running VM', run: async (args, s) => { s.print(await runVmCommand('hotplug', parseVmArgs('hotplug', args), s.client)) } },
   console: { usage: 'console VM [--bytes N]', help: 'the VM\'s serial console', run: async (args, s) => { s.print(await runVmCommand('console', parseVmArgs('console', args), s.client)) } },
@@ -76,6 +85,7 @@ export function complete (line: string): [string[], string] {
   const prev = words[words.length - 2]
   if (prev === '--status') return [STATUSES.filter((s) => s.startsWith(last)), last]
   if (words[0] === 'snapshot' && words.length === 2) return [SNAPSHOT_SUBCOMMANDS.filter((c) => c.startsWith(last)), last]
+  if (words[0] === 'image' && words.length === 2) return [IMAGE_SHELL_SUBCOMMANDS.filter((c) => c.startsWith(last)), last]
   const usage = commands[words[0] ?? '']?.usage ?? ''
   const flags = usage.match(/--[a-z-]+/g) ?? []
   return [flags.filter((f) => f.startsWith(last)), last]
