@@ -6,11 +6,45 @@ import type { vmesh } from '@vmesh/wire'
 import type { Agent } from './agent.js'
 import { forwardRequest } from './control-forward.js'
 import { ControlError } from './control-server.js'
-import type { ControlReply } from './control-server.js'
+import type { ControlContext, ControlReply } from './control-server.js'
 
 export interface HostRef {
   peerId: PeerId
   name: string
+}
+
+/** Whether a request came from another member (its own fan-out: answer for this host only). */
+export function isMember (agent: Agent, origin: string): boolean {
+  return agent.membership.view.get(origin) !== undefined
+}
+
+/**
+ * Whether a request speaks for the whole cluster: it came from a person (the local socket, or a
+ * client outside the cluster) rather than from a member fanning out its own request.
+ */
+export function fansOut (agent: Agent, ctx: ControlContext): boolean {
+  return ctx.origin === 'local' || !isMember(agent, ctx.origin)
+}
+
+/**
+ * Sends `request` to every other alive host at once. Each answer goes to `read`, which checks it;
+ * what `read` throws, like a host that does not answer, goes to `failed` with that host's name.
+ */
+export async function askAliveOthers (
+  agent: Agent,
+  request: vmesh.v1.ControlRequest.$Properties,
+  signal: AbortSignal,
+  read: (reply: vmesh.v1.ControlResponse, host: string) => void,
+  failed: (host: string, err: Error) => void
+): Promise<void> {
+  await Promise.all(agent.membership.view.others('alive').map(async (e) => {
+    const host = e.advert.name
+    try {
+      read(await callHost(agent, { peerId: e.peerId, name: host }, request, { signal }), host)
+    } catch (err) {
+      failed(host, err as Error)
+    }
+  }))
 }
 
 export async function callHost (

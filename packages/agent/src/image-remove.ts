@@ -6,8 +6,7 @@ import { isHash } from '@vmesh/store'
 import type { vmesh } from '@vmesh/wire'
 import type { Agent } from './agent.js'
 import { ControlError, type ControlContext, type ControlHandler } from './control-server.js'
-import { callHost } from './host-call.js'
-import { isMember } from './vm-handlers.js'
+import { askAliveOthers, fansOut } from './host-call.js'
 
 /** A host that has not answered by then is reported as failed (its GC may be slow on a big store). */
 const REMOVE_TIMEOUT_MS = 120_000
@@ -28,8 +27,7 @@ export interface ImageHostResult {
 export function imageRemoveHandler (agent: Agent, resolveImage: (ref: string) => Promise<string>): ControlHandler {
   return async (ctx: ControlContext) => {
     const ref = ctx.request.imageRemove?.ref ?? ''
-    const fanOut = ctx.origin === 'local' || !isMember(agent, ctx.origin)
-    if (!fanOut) {
+    if (!fansOut(agent, ctx)) {
       if (!isHash(ref)) throw new ControlError('BAD_REQUEST', 'between hosts, image rm names the full manifest id')
       return { imageRemove: { id: ref, hosts: [await removeImageHere(agent, ref)] } }
     }
@@ -37,16 +35,12 @@ export function imageRemoveHandler (agent: Agent, resolveImage: (ref: string) =>
     const id = isHash(ref) ? ref : await resolveImage(ref)
     const name = agent.images.list().find((e) => e.id === id)?.name ?? ''
     const results = [await removeImageHere(agent, id)]
-    await Promise.all(agent.membership.view.others('alive').map(async (e) => {
-      const host = e.advert.name
-      try {
-        const r = await callHost(agent, { peerId: e.peerId, name: host }, { imageRemove: { ref: id } }, { signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(REMOVE_TIMEOUT_MS)]) })
-        results.push(checkImageHostResult(r.imageRemove?.hosts?.[0], host))
-      } catch (err) {
-        if (!(err instanceof ControlError)) agent.membership.counters.inc('image.rejected.remove')
-        results.push({ host, held: true, manifestRemoved: false, freedBytes: 0, error: (err as Error).message.slice(0, MAX_ERROR_CHARS) })
-      }
-    }))
+    await askAliveOthers(agent, { imageRemove: { ref: id } }, AbortSignal.any([ctx.signal, AbortSignal.timeout(REMOVE_TIMEOUT_MS)]), (r, host) => {
+      results.push(checkImageHostResult(r.imageRemove?.hosts?.[0], host))
+    }, (host, err) => {
+      if (!(err instanceof ControlError)) agent.membership.counters.inc('image.rejected.remove')
+      results.push({ host, held: true, manifestRemoved: false, freedBytes: 0, error: err.message.slice(0, MAX_ERROR_CHARS) })
+    })
     if (results.every((r) => !r.held)) throw new ControlError('NOT_FOUND', `no alive host holds image ${id.slice(0, 12)} (vmesh image ls)`)
     return { imageRemove: { id, name, hosts: results.sort((a, b) => a.host.localeCompare(b.host)) } }
   }

@@ -10,9 +10,8 @@ import { isComplete, isHash, manifestStoredBytes } from '@vmesh/store'
 import type { Agent } from './agent.js'
 import type { ControlContext, ControlHandler } from './control-server.js'
 import { ControlError } from './control-server.js'
-import { callHost } from './host-call.js'
+import { askAliveOthers, fansOut } from './host-call.js'
 import type { vmesh } from '@vmesh/wire'
-import { isMember } from './vm-handlers.js'
 import { assemblyDirName, COMPLETE_FILE, LOCAL_MANIFEST_FILE, parseVmSpec } from './vm-service.js'
 import {
   checkHostResult, checkRemoveRequest, checkSnapshotList, isSnapshotId, mergeSnapshotLists, parseSnapshotName, resolveSnapshotRef, usersOf
@@ -150,16 +149,12 @@ async function removeHere (agent: Agent, manifestId: string, force: boolean): Pr
 async function clusterSnapshots (agent: Agent, ctx: ControlContext): Promise<{ snapshots: SnapshotEntry[], failed: string[] }> {
   const lists = [(await localSnapshots(agent, await vmFiles(agent))).map((s) => s.entry)]
   const failed: string[] = []
-  await Promise.all(agent.membership.view.others('alive').map(async (e) => {
-    const host = e.advert.name
-    try {
-      const r = await callHost(agent, { peerId: e.peerId, name: host }, { snapshotList: {} }, { signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(LIST_TIMEOUT_MS)]) })
-      lists.push(checkSnapshotList(r.snapshotList?.snapshots, host))
-    } catch (err) {
-      if (!(err instanceof ControlError)) agent.membership.counters.inc('snapshot.rejected.list')
-      failed.push(`${host}: ${(err as Error).message}`)
-    }
-  }))
+  await askAliveOthers(agent, { snapshotList: {} }, AbortSignal.any([ctx.signal, AbortSignal.timeout(LIST_TIMEOUT_MS)]), (r, host) => {
+    lists.push(checkSnapshotList(r.snapshotList?.snapshots, host))
+  }, (host, err) => {
+    if (!(err instanceof ControlError)) agent.membership.counters.inc('snapshot.rejected.list')
+    failed.push(`${host}: ${err.message}`)
+  })
   return { snapshots: mergeSnapshotLists(lists), failed: failed.sort() }
 }
 
@@ -172,10 +167,6 @@ export function newestOf (snapshots: vmesh.v1.ISnapshotInfo[], vm: string, host:
   const held = snapshots.filter((s) => s.sourceVm === vm && (s.holders ?? []).includes(host))
   held.sort((a, b) => Number(b.createdAtMs ?? 0) - Number(a.createdAtMs ?? 0))
   return held[0]?.manifestId ?? ''
-}
-
-function fansOut (agent: Agent, ctx: ControlContext): boolean {
-  return ctx.origin === 'local' || !isMember(agent, ctx.origin)
 }
 
 export function snapshotHandlers (agent: Agent): Record<'snapshotList' | 'snapshotRemove', ControlHandler> {
@@ -194,16 +185,12 @@ export function snapshotHandlers (agent: Agent): Record<'snapshotList' | 'snapsh
       const snap = snapshots.find((s) => s.manifestId === id)
       if (snap === undefined) throw new ControlError('NOT_FOUND', `no host holds snapshot ${id.slice(0, 12)}${failed.length > 0 ? ` (no answer from ${failed.join('; ')})` : ''}`)
       const results = [await removeHere(agent, id, force)]
-      await Promise.all(agent.membership.view.others('alive').map(async (e) => {
-        const host = e.advert.name
-        try {
-          const r = await callHost(agent, { peerId: e.peerId, name: host }, { snapshotRemove: { ref: id, force } }, { signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(REMOVE_TIMEOUT_MS)]) })
-          results.push(checkHostResult(r.snapshotRemove?.hosts?.[0], host))
-        } catch (err) {
-          if (!(err instanceof ControlError)) agent.membership.counters.inc('snapshot.rejected.remove')
-          results.push({ host, held: true, freedBytes: 0, inUseBy: [], manifestRemoved: false, error: (err as Error).message })
-        }
-      }))
+      await askAliveOthers(agent, { snapshotRemove: { ref: id, force } }, AbortSignal.any([ctx.signal, AbortSignal.timeout(REMOVE_TIMEOUT_MS)]), (r, host) => {
+        results.push(checkHostResult(r.snapshotRemove?.hosts?.[0], host))
+      }, (host, err) => {
+        if (!(err instanceof ControlError)) agent.membership.counters.inc('snapshot.rejected.remove')
+        results.push({ host, held: true, freedBytes: 0, inUseBy: [], manifestRemoved: false, error: err.message })
+      })
       return { snapshotRemove: { manifestId: id, sourceVm: snap.sourceVm, hosts: results.sort((a, b) => a.host.localeCompare(b.host)) } }
     }
   }

@@ -7,7 +7,7 @@ import { chooseTargets } from './image-handlers.js'
 import { ControlError } from './control-server.js'
 import type { ControlContext, ControlHandler, ControlReply } from './control-server.js'
 import { forwardRequest } from './control-forward.js'
-import { callHost } from './host-call.js'
+import { askAliveOthers, fansOut } from './host-call.js'
 import { locateVm } from './vm-locate.js'
 import type { vmesh } from '@vmesh/wire'
 import type { VmInfo } from '@vmesh/hypervisor'
@@ -46,7 +46,7 @@ export function vmInfoMessage (agent: Agent, v: VmInfo): vmesh.v1.VmInfo.$Proper
 async function onVmHost (agent: Agent, ctx: ControlContext, vm: string, local: () => Promise<ControlReply>): Promise<ControlReply> {
   const where = locateVm(agent, vm)
   if (where?.local === true) return await local()
-  if (where !== undefined && (ctx.origin === 'local' || !isMember(agent, ctx.origin))) {
+  if (where !== undefined && fansOut(agent, ctx)) {
     return await forwardRequest(agent.node, where.host.peerId, where.host.name, ctx.request, ctx)
   }
   throw new ControlError('NOT_FOUND', `no VM named "${vm}" in the cluster; "vmesh vms" lists them`)
@@ -69,25 +69,14 @@ async function destroyClonesOf (agent: Agent, vm: string, ctx: ControlContext): 
     }
   }
   if (destroyed.length > 0) await sweepRemovedSnapshots(agent)
-  const fanOut = ctx.origin === 'local' || !isMember(agent, ctx.origin)
-  if (!fanOut) return { vmDestroy: { destroyed, failed } }
-  await Promise.all(agent.membership.view.others('alive').map(async (e) => {
-    try {
-      const r = await callHost(agent, { peerId: e.peerId, name: e.advert.name }, { vmDestroy: { vm, clonesOf: true } }, { signal: ctx.signal })
-      destroyed.push(...(r.vmDestroy?.destroyed ?? []))
-      failed.push(...(r.vmDestroy?.failed ?? []))
-    } catch (err) {
-      failed.push(`${e.advert.name}: ${(err as Error).message}`)
-    }
-  }))
+  if (!fansOut(agent, ctx)) return { vmDestroy: { destroyed, failed } }
+  await askAliveOthers(agent, { vmDestroy: { vm, clonesOf: true } }, ctx.signal, (r) => {
+    destroyed.push(...(r.vmDestroy?.destroyed ?? []))
+    failed.push(...(r.vmDestroy?.failed ?? []))
+  }, (host, err) => { failed.push(`${host}: ${err.message}`) })
   if (destroyed.length === 0 && failed.length === 0) throw new ControlError('NOT_FOUND', `no clones of "${vm}" in the cluster`)
   if (destroyed.length === 0) throw new ControlError('VM_ERROR', `could not destroy the clones of ${vm}:\n  ${failed.join('\n  ')}`)
   return { vmDestroy: { destroyed: destroyed.sort(), failed } }
-}
-
-/** Whether a request came from another member (its own fan-out: answer for this host only). */
-export function isMember (agent: Agent, origin: string): boolean {
-  return agent.membership.view.get(origin) !== undefined
 }
 
 function wrap (err: unknown): never {

@@ -610,8 +610,10 @@ export class ChunkPull {
         // The seed is idle and a chunk has waited at a relay for a while: ask the seed for it
         // (whichever copy arrives second is dropped unused).
         while (link.exhausted && this.stallBudget > 0 && link.inflight.length + batch.length < this.seedInflight) {
-          const past = this.pickPastStalledRelay(now)
-          if (past === undefined) { this.wakeForPastStall(now); break }
+          const oldest = this.oldestWaitingAtRelay(now)
+          if (oldest === undefined) break
+          if (now - oldest.at < config.relayWaitMs) { this.wakeAt(oldest.at + config.relayWaitMs, now); break }
+          const past = oldest.index
           this.askedPastStall.add(past)
           batch.push(past)
           this.stallBudget--
@@ -643,36 +645,31 @@ export class ChunkPull {
     }
   }
 
-  /** The longest-waiting request at a relay that has not begun to send it for relayWaitMs, if any. */
-  private pickPastStalledRelay (now: number): number | undefined {
-    let best: number | undefined
-    let bestAt = now - this.ctx.config.relayWaitMs
-    for (const i of this.waitingAtRelays()) {
-      const at = this.askedAt.get(i) ?? now
-      if (at <= bestAt) { best = i; bestAt = at }
-    }
-    return best
-  }
-
-  /** Requests queued at open relays, not begun, not held, not asked of the seed already. */
-  private * waitingAtRelays (): Generator<number> {
+  /**
+   * The request that has waited longest at an open relay without its reply beginning (not held,
+   * not asked of the seed already), and since when.
+   */
+  private oldestWaitingAtRelay (now: number): { index: number, at: number } | undefined {
+    let oldest: { index: number, at: number } | undefined
     for (const l of this.links) {
       if (l.peer.seed || l.state !== 'open') continue
-      for (const k of l.inflight) if (k !== FRESH && !this.have.has(k) && !this.receiving.has(k) && !this.askedPastStall.has(k)) yield k
+      for (const k of l.inflight) {
+        if (k === FRESH || this.have.has(k) || this.receiving.has(k) || this.askedPastStall.has(k)) continue
+        const at = this.askedAt.get(k) ?? now
+        if (oldest === undefined || at <= oldest.at) oldest = { index: k, at }
+      }
     }
+    return oldest
   }
 
-  /** Nothing has waited long enough yet: look again when the oldest waiting request will have. */
-  private wakeForPastStall (now: number): void {
+  /** Runs fill() again at `when` (the oldest waiting request then passes relayWaitMs), once. */
+  private wakeAt (when: number, now: number): void {
     if (this.pastStallTimer !== undefined) return
-    let oldest = Infinity
-    for (const i of this.waitingAtRelays()) oldest = Math.min(oldest, this.askedAt.get(i) ?? now)
-    if (oldest === Infinity) return
     const t = setTimeout(() => {
       this.timers.delete(t)
       this.pastStallTimer = undefined
       this.schedule()
-    }, Math.max(1, oldest + this.ctx.config.relayWaitMs - now))
+    }, Math.max(1, when - now))
     this.pastStallTimer = t
     this.timers.add(t)
   }
