@@ -16,7 +16,7 @@ import { ControlServer } from './control-server.js'
 import type { ControlHandler } from './control-server.js'
 import { controlHandlers } from './control-handlers.js'
 import { rateLimitsOf, startSwarm } from './image-handlers.js'
-import { sweepRemovedSnapshots } from './snapshot-sweep.js'
+import { sweepKeptFiles } from './image-disk.js'
 import { parseSwarmTuning, SWARM_TUNING_ENV, type SwarmService } from '@vmesh/swarm'
 import { Logger } from './logger.js'
 import { ChunkCollector } from './chunk-gc.js'
@@ -166,8 +166,8 @@ export class Agent {
     await this.placement.start()
     await this.membership.start()
     this.collector.start()
-    // Snapshot directories kept for VMs destroyed while this agent was down.
-    void sweepRemovedSnapshots(this).catch((err: Error) => { this.log.warn(`snapshot sweep failed: ${err.message}`) })
+    // Snapshot directories and image disks kept for VMs destroyed while this agent was down.
+    void sweepKeptFiles(this).catch((err: Error) => { this.log.warn(`sweep of removed snapshots and images failed: ${err.message}`) })
     const addrs = this.node.getMultiaddrs().map((a) => a.toString())
     this.log.info(`agent ${name} ${this.node.peerId.toString()} incarnation ${incarnation} listening on ${addrs.join(' ')}`)
     const bootstrap = this.opts.bootstrap ?? []

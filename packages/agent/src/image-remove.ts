@@ -1,12 +1,15 @@
 // `vmesh image rm`: every alive host drops its copy of an image (the manifest, its name here, and
 // the chunks no other manifest uses), as `vmesh snapshot rm` does for snapshots. A host keeps the
 // image while it is sending or receiving it, and says so; VM snapshots go by `snapshot rm`, which
-// knows which VMs use their files.
+// knows which VMs use their files. The image's disk file (vmesh create --image) goes too, unless
+// VMs here are based on it (image-disk.ts).
 import { isHash } from '@vmesh/store'
 import type { vmesh } from '@vmesh/wire'
 import type { Agent } from './agent.js'
 import { ControlError, type ControlContext, type ControlHandler } from './control-server.js'
 import { askAliveOthers, fansOut } from './host-call.js'
+import { removeImageDisk } from './image-disk.js'
+import { names, VM_NAME_RE } from './snapshot-catalog.js'
 
 /** A host that has not answered by then is reported as failed (its GC may be slow on a big store). */
 const REMOVE_TIMEOUT_MS = 120_000
@@ -18,6 +21,8 @@ export interface ImageHostResult {
   manifestRemoved: boolean
   freedBytes: number
   error: string
+  /** VMs on the host based on the image's disk file, which stays for them. */
+  keptFor: string[]
 }
 
 /**
@@ -39,7 +44,7 @@ export function imageRemoveHandler (agent: Agent, resolveImage: (ref: string) =>
       results.push(checkImageHostResult(r.imageRemove?.hosts?.[0], host))
     }, (host, err) => {
       if (!(err instanceof ControlError)) agent.membership.counters.inc('image.rejected.remove')
-      results.push({ host, held: true, manifestRemoved: false, freedBytes: 0, error: err.message.slice(0, MAX_ERROR_CHARS) })
+      results.push({ host, held: true, manifestRemoved: false, freedBytes: 0, error: err.message.slice(0, MAX_ERROR_CHARS), keptFor: [] })
     })
     if (results.every((r) => !r.held)) throw new ControlError('NOT_FOUND', `no alive host holds image ${id.slice(0, 12)} (vmesh image ls)`)
     return { imageRemove: { id, name, hosts: results.sort((a, b) => a.host.localeCompare(b.host)) } }
@@ -48,7 +53,7 @@ export function imageRemoveHandler (agent: Agent, resolveImage: (ref: string) =>
 
 /** Drops this host's copy of image `id`, unless a transfer of it runs here or it is a VM snapshot. */
 export async function removeImageHere (agent: Agent, id: string): Promise<ImageHostResult> {
-  const result: ImageHostResult = { host: agent.name, held: false, manifestRemoved: false, freedBytes: 0, error: '' }
+  const result: ImageHostResult = { host: agent.name, held: false, manifestRemoved: false, freedBytes: 0, error: '', keptFor: [] }
   try {
     const names = agent.images.list().filter((e) => e.id === id).map((e) => e.name)
     result.held = names.length > 0 || await agent.manifests.has(id)
@@ -70,7 +75,10 @@ export async function removeImageHere (agent: Agent, id: string): Promise<ImageH
     agent.membership.advertiseSoon()
     result.manifestRemoved = true
     result.freedBytes = (await agent.collector.run(`image rm ${id.slice(0, 12)}`)).deletedBytes
-    agent.log.info(`image ${names[0] ?? id.slice(0, 12)} removed here: ${result.freedBytes} bytes freed`)
+    const disk = await removeImageDisk(agent, id)
+    result.freedBytes += disk.freedBytes
+    result.keptFor = disk.keptFor
+    agent.log.info(`image ${names[0] ?? id.slice(0, 12)} removed here: ${result.freedBytes} bytes freed${disk.keptFor.length > 0 ? `; its disk file kept for ${disk.keptFor.join(', ')}` : ''}`)
   } catch (err) {
     result.error = (err as Error).message.slice(0, MAX_ERROR_CHARS)
   }
@@ -83,5 +91,6 @@ export function checkImageHostResult (r: vmesh.v1.IImageHostResult | null | unde
   if (r.host !== host) throw new Error(`answered as "${String(r.host).slice(0, 64)}"`)
   const freed = Number(r.freedBytes ?? 0)
   if (!Number.isSafeInteger(freed) || freed < 0) throw new Error('malformed byte count')
-  return { host, held: r.held === true, manifestRemoved: r.manifestRemoved === true, freedBytes: freed, error: String(r.error ?? '').slice(0, MAX_ERROR_CHARS) }
+  const keptFor = names(r.keptFor, VM_NAME_RE, 'VM name')
+  return { host, held: r.held === true, manifestRemoved: r.manifestRemoved === true, freedBytes: freed, error: String(r.error ?? '').slice(0, MAX_ERROR_CHARS), keptFor }
 }

@@ -42,7 +42,7 @@ export interface HostResult {
 }
 
 const SNAPSHOT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
-const VM_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/
+export const VM_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/
 const HOST_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
 const HEX_PREFIX_RE = /^[0-9a-f]{8,64}$/
 
@@ -164,7 +164,8 @@ function str (v: unknown, re: RegExp, what: string): string {
   return v
 }
 
-function names (v: unknown, re: RegExp, what: string): string[] {
+/** A list of names from another host: bounded in count, each matching `re`. */
+export function names (v: unknown, re: RegExp, what: string): string[] {
   const a = (v ?? []) as unknown[]
   if (!Array.isArray(a) || a.length > SNAPSHOT_LIMITS.maxNames) throw new Error(`too many ${what}s`)
   return a.map((x) => str(x, re, what))

@@ -1,7 +1,7 @@
 // Control API handlers for VMs. A request about a VM that runs on another host is forwarded to
 // that host's agent, so every command works from any peer.
 import type { Agent } from './agent.js'
-import { sweepRemovedSnapshots } from './snapshot-sweep.js'
+import { sweepKeptFiles } from './image-disk.js'
 import { snapshotAndPush, snapshotReply } from './snapshot-push.js'
 import { chooseTargets } from './image-handlers.js'
 import { ControlError } from './control-server.js'
@@ -68,7 +68,7 @@ async function destroyClonesOf (agent: Agent, vm: string, ctx: ControlContext): 
       failed.push(`${v.name} on ${agent.name}: ${(err as Error).message}`)
     }
   }
-  if (destroyed.length > 0) await sweepRemovedSnapshots(agent)
+  if (destroyed.length > 0) await sweepKeptFiles(agent)
   if (!fansOut(agent, ctx)) return { vmDestroy: { destroyed, failed } }
   await askAliveOthers(agent, { vmDestroy: { vm, clonesOf: true } }, ctx.signal, (r) => {
     destroyed.push(...(r.vmDestroy?.destroyed ?? []))
@@ -147,7 +147,7 @@ export function vmHandlers (agent: Agent): Record<VmHandlerKind, ControlHandler>
       return await onVmHost(agent, ctx, vm, async () => await vms.exclusive(vm, async () => {
         try {
           await vms.driver.destroy(vm)
-          await sweepRemovedSnapshots(agent)
+          await sweepKeptFiles(agent)
           return { vmDestroy: { destroyed: [vm] } }
         } catch (err) { return wrap(err) }
       }))

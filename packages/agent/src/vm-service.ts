@@ -8,6 +8,7 @@ import type { Accelerator, AcceleratorChoice, LayerKind as VmLayerKind, MachineS
 import { chunkLength, createManifest, importLayer, isComplete, LayerBuilder, ManifestAssembly, materializeLayer, storeConfig } from '@vmesh/store'
 import type { ChunkHold, Layer, Manifest } from '@vmesh/store'
 import type { vmesh } from '@vmesh/wire'
+import { imageDiskPath, imageDisksDir } from './image-disk.js'
 import type { Logger } from './logger.js'
 import type { ChunkStore, ImageCatalogue, ManifestStore } from '@vmesh/store'
 import type { LivePush } from '@vmesh/swarm'
@@ -328,8 +329,8 @@ export class VmService {
       const disk = manifest.layers.find((l) => l.kind === 'disk-base')
       if (disk === undefined) throw new Error(`image ${image} has no disk layer`)
       if (!isComplete(this.deps.store, manifest)) throw new Error(`image ${image} is not complete on this host; "vmesh image push" it here first`)
-      const dir = join(this.deps.dataDir, 'images')
-      const path = join(dir, `${id}.img`)
+      const dir = imageDisksDir(this.deps.dataDir)
+      const path = imageDiskPath(this.deps.dataDir, id)
       if (!(await stat(path).then((st) => st.isFile() && st.size === disk.size, () => false))) {
         await mkdir(dir, { recursive: true })
         const tmp = `${path}.tmp-${process.pid}`

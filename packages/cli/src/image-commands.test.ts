@@ -24,6 +24,11 @@ describe('vmesh image rm report', () => {
     expect(kept.ok).toBe(false)
     expect(kept.text).toMatch(/^c\s+kept: c is receiving this image right now$/m)
     expect(kept.text).toMatch(/removed from 1 of 2 host\(s\)/)
+
+    // Removed, with its disk file left under VMs based on it: removed all the same.
+    const based = imageRemoveReport({ id: ID, hosts: [{ host: 'a', held: true, manifestRemoved: true, freedBytes: 1024, keptFor: ['db', 'web'] }] })
+    expect(based.ok).toBe(true)
+    expect(based.text).toMatch(/^a\s+removed, 1\.0 KiB freed; its disk file stays for db, web \(deleted once they are destroyed\)$/m)
   })
 })
 

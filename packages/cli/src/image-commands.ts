@@ -245,10 +245,11 @@ async function listCommand (client: ControlClient, json: boolean): Promise<strin
 
 /** One line per host and a summary; ok when every host that held the image dropped it. */
 export function imageRemoveReport (r: vmesh.v1.IImageRemoveReply): { text: string, ok: boolean, json: unknown } {
-  const hosts = (r.hosts ?? []).map((h) => ({ host: h.host ?? '', held: h.held === true, manifestRemoved: h.manifestRemoved === true, freedBytes: Number(h.freedBytes ?? 0), error: h.error ?? '' }))
+  const hosts = (r.hosts ?? []).map((h) => ({ host: h.host ?? '', held: h.held === true, manifestRemoved: h.manifestRemoved === true, freedBytes: Number(h.freedBytes ?? 0), error: h.error ?? '', keptFor: h.keptFor ?? [] }))
   const held = hosts.filter((h) => h.held)
   const removed = held.filter((h) => h.manifestRemoved && h.error === '')
-  const lines = hosts.map((h) => `${h.host.padEnd(16)} ${!h.held ? 'did not hold it' : h.manifestRemoved ? `removed, ${formatBytes(h.freedBytes)} freed` : `kept: ${h.error}`}`)
+  const diskKept = (h: { keptFor: string[] }): string => h.keptFor.length === 0 ? '' : `; its disk file stays for ${h.keptFor.join(', ')} (deleted once they are destroyed)`
+  const lines = hosts.map((h) => `${h.host.padEnd(16)} ${!h.held ? 'did not hold it' : h.manifestRemoved ? `removed, ${formatBytes(h.freedBytes)} freed${diskKept(h)}` : `kept: ${h.error}`}`)
   const what = `${r.name != null && r.name !== '' ? `${r.name} ` : ''}(${(r.id ?? '').slice(0, 12)})`
   lines.push(`image ${what} removed from ${removed.length} of ${held.length} host(s) that held it`)
   return { text: lines.join('\n') + '\n', ok: removed.length === held.length, json: { id: r.id ?? '', name: r.name ?? '', hosts } }

@@ -42,7 +42,7 @@ const commands: Record<string, ShellCommand> = {
     }
   },
   vms: { usage: 'vms [--json]', help: 'every VM in the cluster', run: async (args, s) => { s.print(await runVmCommand('vms', parseVmArgs('vms', args), s.client)) } },
-  create: { usage: 'create NAME [--image FILE] [--cpus N] [--mem MiB]', help: 'start a VM on the connected host', run: async (args, s) => { s.print(await runVmCommand('create', parseVmArgs('create', args), s.client)) } },
+  create: { usage: 'create NAME [--image ID|NAME|FILE] [--cpus N] [--mem MiB]', help: 'start a VM on the connected host', run: async (args, s) => { s.print(await runVmCommand('create', parseVmArgs('create', args), s.client)) } },
   clone: {
     usage: 'clone N VM [--policy spread|pack] [--partial]',
     help: 'N clones of VM on the best hosts, with live progress',
