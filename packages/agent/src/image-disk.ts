@@ -17,6 +17,16 @@ export function imageDiskPath (dataDir: string, id: string): string {
   return join(imageDisksDir(dataDir), `${id}.img`)
 }
 
+/**
+ * Runs fn while no other holder of image `id`'s lock runs: a create that writes out the disk file
+ * and starts a VM on it, or a removal that looks for its users (who appear only once the VM's
+ * state is written) and deletes it.
+ */
+export async function withImageDisk<T> (agent: Agent, id: string, fn: () => Promise<T>): Promise<T> {
+  // VM names have no ':', so the key meets no VM's own lock.
+  return await agent.vms.exclusive(`image:${id}`, fn)
+}
+
 /** The VMs on this host whose disk chain includes the file. */
 async function usersOfFile (agent: Agent, path: string): Promise<string[]> {
   const file = resolve(path)
@@ -25,12 +35,17 @@ async function usersOfFile (agent: Agent, path: string): Promise<string[]> {
 
 /** Deletes image `id`'s disk file unless VMs here use it; says what it freed or whom it kept it for. */
 export async function removeImageDisk (agent: Agent, id: string): Promise<{ freedBytes: number, keptFor: string[] }> {
+  return await withImageDisk(agent, id, async () => await removeUnused(agent, id))
+}
+
+async function removeUnused (agent: Agent, id: string): Promise<{ freedBytes: number, keptFor: string[] }> {
   const path = imageDiskPath(agent.opts.dataDir, id)
   const st = await stat(path).catch(() => undefined)
   if (st === undefined || !st.isFile()) return { freedBytes: 0, keptFor: [] }
   const keptFor = await usersOfFile(agent, path)
   if (keptFor.length > 0) return { freedBytes: 0, keptFor }
   await rm(path, { force: true })
+  agent.log.info(`image disk ${path} deleted: ${st.blocks * 512} bytes`)
   // A sparse file frees what it occupies, not its length.
   return { freedBytes: st.blocks * 512, keptFor: [] }
 }
@@ -42,22 +57,11 @@ export async function sweepKeptFiles (agent: Agent): Promise<void> {
 }
 
 /** Deletes every image disk file whose image this host no longer holds and that no VM here uses. */
-export async function sweepRemovedImageDisks (agent: Agent): Promise<string[]> {
-  const dir = imageDisksDir(agent.opts.dataDir)
-  const orphans: string[] = []
-  for (const name of await readdir(dir).catch(() => [] as string[])) {
+export async function sweepRemovedImageDisks (agent: Agent): Promise<void> {
+  for (const name of await readdir(imageDisksDir(agent.opts.dataDir)).catch(() => [] as string[])) {
     const id = DISK_FILE_RE.exec(name)?.[1]
-    if (id !== undefined && !(await agent.manifests.has(id))) orphans.push(join(dir, name))
+    if (id === undefined || await agent.manifests.has(id)) continue
+    // Checked again under the lock: the image may have come back (pushed or added) meanwhile.
+    await withImageDisk(agent, id, async () => { if (!(await agent.manifests.has(id))) await removeUnused(agent, id) })
   }
-  // Every destroy sweeps: the VMs' states are read only when some file waits for it.
-  if (orphans.length === 0) return []
-  const used = new Set((await vmFiles(agent)).flatMap((v) => v.paths.map((p) => resolve(p))))
-  const deleted: string[] = []
-  for (const path of orphans) {
-    if (used.has(resolve(path))) continue
-    await rm(path, { force: true })
-    deleted.push(path)
-    agent.log.info(`image disk ${path} deleted: its image was removed, and no VM here uses it now`)
-  }
-  return deleted
 }

@@ -1,7 +1,7 @@
 // Control API handlers for VMs. A request about a VM that runs on another host is forwarded to
 // that host's agent, so every command works from any peer.
 import type { Agent } from './agent.js'
-import { sweepKeptFiles } from './image-disk.js'
+import { sweepKeptFiles, withImageDisk } from './image-disk.js'
 import { snapshotAndPush, snapshotReply } from './snapshot-push.js'
 import { chooseTargets } from './image-handlers.js'
 import { ControlError } from './control-server.js'
@@ -103,14 +103,16 @@ export function vmHandlers (agent: Agent): Record<VmHandlerKind, ControlHandler>
       const t0 = Date.now()
       return await vms.exclusive(name, async () => {
         try {
-          let source: string | Awaited<ReturnType<typeof vms.demoGuest>>
-          if (image === '') source = await vms.demoGuest()
-          else {
+          const fromFile = async (): Promise<VmInfo> => {
             const file = await vms.imageFile(image, agent.images)
             if (file === undefined) throw new ControlError('NOT_FOUND', `image "${image}" is neither an image in this host's store ("vmesh image ls") nor a file on host ${agent.name}`)
-            source = file
+            return await vms.driver.create({ name, image: file, cpus, memMiB })
           }
-          const vm = await vms.driver.create({ name, image: source, cpus, memMiB })
+          const id = image === '' ? undefined : agent.images.resolve(image)
+          const vm = image === ''
+            ? await vms.driver.create({ name, image: await vms.demoGuest(), cpus, memMiB })
+            // An image's disk file: from writing it out until the VM's state names it, image rm keeps off.
+            : id === undefined ? await fromFile() : await withImageDisk(agent, id, fromFile)
           return { vmCreate: { vm: vmInfoMessage(agent, vm), elapsedMs: Date.now() - t0 } }
         } catch (err) { return wrap(err) }
       })
