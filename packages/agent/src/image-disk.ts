@@ -23,8 +23,9 @@ export function imageDiskPath (dataDir: string, id: string): string {
  * state is written) and deletes it.
  */
 export async function withImageDisk<T> (agent: Agent, id: string, fn: () => Promise<T>): Promise<T> {
-  // VM names have no ':', so the key meets no VM's own lock.
-  return await agent.vms.exclusive(`image:${id}`, fn)
+  // VM names have no ':', so the key meets no VM's own lock. No refresh of the VM list: a create
+  // holding this lock runs inside its VM's exclusive(), which refreshes.
+  return await agent.vms.inTurn(`image:${id}`, fn)
 }
 
 /** The VMs on this host whose disk chain includes the file. */

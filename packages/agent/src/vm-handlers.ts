@@ -108,11 +108,13 @@ export function vmHandlers (agent: Agent): Record<VmHandlerKind, ControlHandler>
             if (file === undefined) throw new ControlError('NOT_FOUND', `image "${image}" is neither an image in this host's store ("vmesh image ls") nor a file on host ${agent.name}`)
             return await vms.driver.create({ name, image: file, cpus, memMiB })
           }
-          const id = image === '' ? undefined : agent.images.resolve(image)
-          const vm = image === ''
-            ? await vms.driver.create({ name, image: await vms.demoGuest(), cpus, memMiB })
+          let vm: VmInfo
+          if (image === '') vm = await vms.driver.create({ name, image: await vms.demoGuest(), cpus, memMiB })
+          else {
             // An image's disk file: from writing it out until the VM's state names it, image rm keeps off.
-            : id === undefined ? await fromFile() : await withImageDisk(agent, id, fromFile)
+            const id = agent.images.resolve(image)
+            vm = id === undefined ? await fromFile() : await withImageDisk(agent, id, fromFile)
+          }
           return { vmCreate: { vm: vmInfoMessage(agent, vm), elapsedMs: Date.now() - t0 } }
         } catch (err) { return wrap(err) }
       })

@@ -124,14 +124,22 @@ export class VmService {
 
   /** Runs operations on one VM one at a time; different VMs proceed in parallel. */
   async exclusive<T> (vm: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(vm) ?? Promise.resolve()
+    try {
+      return await this.inTurn(vm, fn)
+    } finally {
+      await this.refresh()
+    }
+  }
+
+  /** Runs operations under one key one at a time (exclusive() without its refresh of the VM list). */
+  async inTurn<T> (key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve()
     const run = prev.catch(() => {}).then(fn)
-    this.locks.set(vm, run)
+    this.locks.set(key, run)
     try {
       return await run
     } finally {
-      if (this.locks.get(vm) === run) this.locks.delete(vm)
-      await this.refresh()
+      if (this.locks.get(key) === run) this.locks.delete(key)
     }
   }
 
